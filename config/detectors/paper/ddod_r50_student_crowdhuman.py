@@ -1,0 +1,13 @@
+# DDOD -- paper crowd student (Table 3): ResNet-50, 1x, CrowdHuman
+# Generated pattern: model recipe + dataset + schedule + size; edit the bases, not this file.
+_base_ = [
+    '../_base_/models/ddod.py', '../_base_/datasets/crowdhuman.py',
+    '../_base_/schedules/paper_1x.py', '../_base_/runtime.py', '../_base_/sizes/paper_r50.py'
+]
+model = dict(
+    backbone={{_base_.size_backbone}},
+    neck={{_base_.size_neck}},
+    bbox_head=dict(
+        num_classes={{_base_.num_classes}},
+        in_channels={{_base_.size_width}},
+        feat_channels={{_base_.size_width}}))

@@ -1,0 +1,5 @@
+import sys
+
+from pgd.cli import main
+
+sys.exit(main())

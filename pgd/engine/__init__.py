@@ -1,0 +1,1 @@
+"""Training and evaluation entry points built on MMEngine's Runner."""

@@ -1,0 +1,102 @@
+"""Resolving, checking and retargeting MMDetection configs before a Runner is built."""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from pgd.errors import UserError
+
+CONFIG_ROOT = Path(__file__).resolve().parents[2] / 'config' / 'detectors'
+LOADERS = ('train_dataloader', 'val_dataloader', 'test_dataloader')
+EVALUATORS = {'val_dataloader': 'val_evaluator', 'test_dataloader': 'test_evaluator'}
+# Full JSON validation is cheap for the synthetic/mini files; real COCO train json is ~450 MB,
+# so above this size only the opening bytes are checked.
+_FULL_CHECK_BYTES = 64 << 20
+
+
+def known_config_names() -> list:
+    return sorted(str(p.relative_to(CONFIG_ROOT).with_suffix(''))
+                  for p in CONFIG_ROOT.glob('*/*.py') if not p.parent.name.startswith('_'))
+
+
+def resolve_config(name_or_path: str) -> Path:
+    """A config file path, or a name such as ``mini/atss_r18_student`` under config/detectors."""
+    path = Path(name_or_path)
+    if path.is_file():
+        return path
+    candidate = CONFIG_ROOT / f'{name_or_path}.py'
+    if candidate.is_file():
+        return candidate
+    names = known_config_names()
+    detectors = sorted({n.split('/')[-1].split('_')[0] for n in names})
+    raise UserError(f"unknown detector/config '{name_or_path}': not a file and not one of "
+                    f"config/detectors/<scale>/<name> (detectors: {', '.join(detectors)}; "
+                    f"e.g. {names[0] if names else 'mini/atss_r18_student'})")
+
+
+def load_config(name_or_path: str, cfg_options: dict | None = None):
+    from mmengine.config import Config
+    path = resolve_config(name_or_path)
+    cfg = Config.fromfile(str(path))
+    if cfg_options:
+        cfg.merge_from_dict(cfg_options)
+    return path, cfg
+
+
+def retarget_data_root(cfg, data_root: str) -> None:
+    """Point every dataloader and COCO evaluator at ``data_root`` (ann files stay relative)."""
+    root = str(data_root).rstrip('/') + '/'
+    for key in LOADERS:
+        if key not in cfg:
+            continue
+        ds = cfg[key]['dataset']
+        ds['data_root'] = root
+        ev_key = EVALUATORS.get(key)
+        if ev_key and ev_key in cfg and 'ann_file' in cfg[ev_key]:
+            cfg[ev_key]['ann_file'] = os.path.join(root, ds['ann_file'])
+
+
+def annotation_path(cfg, loader_key: str) -> Path:
+    ds = cfg[loader_key]['dataset']
+    return Path(ds.get('data_root') or '') / ds['ann_file']
+
+
+def check_annotation_file(path: Path) -> None:
+    """One-line errors for a missing or corrupt COCO annotation file."""
+    if not path.is_file():
+        raise UserError(f'annotation file not found: {path} (create the dataset first, e.g. '
+                        '`python -m pgd make-data`, or pass --data-root)')
+    size = path.stat().st_size
+    try:
+        if size <= _FULL_CHECK_BYTES:
+            with open(path, encoding='utf-8') as f:
+                data = json.load(f)
+            missing = [k for k in ('images', 'annotations', 'categories') if k not in data]
+            if missing:
+                raise ValueError(f'missing key(s) {missing}')
+        else:
+            with open(path, 'rb') as f:
+                if f.read(64).lstrip()[:1] != b'{':
+                    raise ValueError('does not start with a JSON object')
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise UserError(f'corrupt annotation file {path}: not COCO JSON ({exc})') from None
+
+
+def dataset_info(cfg) -> dict:
+    """Name of the dataset a config uses and whether it is SYNTHETIC (stamped in results)."""
+    return {'name': cfg.get('dataset_name', 'unknown'),
+            'synthetic': bool(cfg.get('dataset_is_synthetic', False)),
+            'val_ann_file': str(annotation_path(cfg, 'val_dataloader'))
+            if 'val_dataloader' in cfg else None}
+
+
+def select_device(requested: str) -> str:
+    """'auto' -> cuda when available else cpu; 'cuda' without a GPU is a user error."""
+    import torch
+    if requested == 'cuda' and not torch.cuda.is_available():
+        raise UserError('CUDA requested (--device cuda) but no CUDA device is available '
+                        '(torch.cuda.is_available() is False); use --device cpu or auto')
+    if requested == 'auto':
+        return 'cuda' if torch.cuda.is_available() else 'cpu'
+    return requested
