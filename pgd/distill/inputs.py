@@ -9,9 +9,10 @@ Conventions (shared by every method, so they are stated once here):
 * Levels are FPN levels P3..P7 in order; ``level_sizes[l] == (H_l, W_l)``.
 * "Flattened locations" concatenate the levels in order, each level row-major over (y, x), i.e.
   the layout of ``torch.cat([f.flatten(2) for f in feats], dim=2)``. ``N = sum(H_l * W_l)``.
-* ``points[n] = (x, y)`` is the image-plane centre of location n in input pixels, the same
-  points MMDetection's prior generators use (``offset=0.5`` style centres for the anchor-based
-  heads are computed identically here so that masks line up across detectors).
+* ``points[n] = (x, y)`` is the image-plane centre of location n in input pixels: the head's
+  own priors (anchor centres ``(j*s, i*s)`` for anchor heads, whose AnchorGenerator uses
+  ``center_offset=0``; points ``((j+0.5)*s, (i+0.5)*s)`` for FCOS), see
+  ``pgd.distill.head_decoding``. ``level_points`` below builds the point-head layout.
 * Boxes are (x1, y1, x2, y2) in input pixels of the padded batch.
 * Ground truths are padded to ``G = max #GT`` per batch; ``gt_valid`` marks the real ones, so
   images without objects have an all-False row.
@@ -64,6 +65,8 @@ class DistillBatch:
         img_shapes: per image (h, w) of the un-padded (resized) image.
         teacher_extra / student_extra: head-specific tensors a method may need (e.g. GFL's
             distribution logits under key ``'bbox_dist'``), per level.
+        cur_iter: global training iteration (for losses with a warm-up schedule); None
+            outside training, meaning "no warm-up".
     """
 
     student: CapturedFeatures
@@ -82,6 +85,7 @@ class DistillBatch:
     student_cls_logits: Optional[List[Tensor]] = None
     teacher_extra: dict = field(default_factory=dict)
     student_extra: dict = field(default_factory=dict)
+    cur_iter: Optional[int] = None
 
     @property
     def num_images(self) -> int:

@@ -1,6 +1,8 @@
 """``python -m pgd train CONFIG --work-dir DIR``: train with MMEngine's Runner.
 
-* Uses a GPU when present (``--device auto``), DDP when launched by ``torchrun``.
+* Uses a GPU when present (``--device auto``), DDP when launched by ``torchrun``; the learning
+  rate follows the linear scaling rule from the config's ``auto_scale_lr.base_batch_size`` to
+  the real total batch (world size x batch per GPU).
 * Resumes automatically from the last checkpoint in DIR (a killed or pre-empted job loses at
   most one epoch), and is deterministic for a given ``--seed`` on CPU.
 * On success writes ``DIR/final.pth``: the trained detector's weights only (for a distillation
@@ -13,10 +15,9 @@ import os
 from pathlib import Path
 
 
-def add_arguments(p: argparse.ArgumentParser) -> None:
+def add_common_arguments(p: argparse.ArgumentParser) -> None:
+    """Arguments shared by ``train`` and ``distill``."""
     from mmengine.config import DictAction
-    p.add_argument('config', help='config file or name under config/detectors, '
-                                  'e.g. mini/atss_r18_student')
     p.add_argument('--work-dir', required=True, help='checkpoints, logs and final.pth go here')
     p.add_argument('--cfg-options', nargs='+', action=DictAction, default=None,
                    help='override config keys, e.g. train_cfg.max_epochs=1')
@@ -27,15 +28,20 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help='start from scratch even if DIR has checkpoints')
 
 
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument('config', help='config file or name under config/detectors, '
+                                  'e.g. mini/atss_r18_student')
+    add_common_arguments(p)
+
+
 def world_size() -> int:
     return int(os.environ.get('WORLD_SIZE', '1'))
 
 
-def prepare_config(args):
-    """Config with seed, data root, device, launcher and resume settled; checks inputs."""
+def settle_runtime(cfg, args):
+    """Seed, data root, device, launcher and resume; checks the annotation files exist."""
     from pgd.engine.config_utils import (annotation_path, check_annotation_file,
-                                         load_config, retarget_data_root, select_device)
-    path, cfg = load_config(args.config, args.cfg_options)
+                                         retarget_data_root, select_device)
     if args.data_root:
         retarget_data_root(cfg, args.data_root)
     for key in ('train_dataloader', 'val_dataloader'):
@@ -48,38 +54,46 @@ def prepare_config(args):
     cfg.launcher = 'pytorch' if world_size() > 1 else 'none'
     cfg.env_cfg.dist_cfg = dict(backend='nccl' if device == 'cuda' else 'gloo')
     cfg.resume = (not args.no_resume) and (Path(cfg.work_dir) / 'last_checkpoint').is_file()
-    return path, cfg, device
+    return device
 
 
 def export_final_weights(runner, out_path: Path) -> Path:
     """Save only the deployable detector's weights (the student for a distiller)."""
     import torch
     from mmengine.model import is_model_wrapper
+
     from pgd.io import atomic_write_bytes_via
     model = runner.model.module if is_model_wrapper(runner.model) else runner.model
     deploy = getattr(model, 'deployable_detector', lambda: model)()
     state = {k: v.detach().cpu() for k, v in deploy.state_dict().items()}
-    meta = {'epoch': runner.epoch, 'iter': runner.iter, 'seed': runner.seed,
-            'cfg': runner.cfg.pretty_text}
+    meta = {'epoch': runner.epoch, 'iter': runner.iter, 'seed': runner.seed}
     return atomic_write_bytes_via(out_path, lambda f: torch.save(
         {'meta': meta, 'state_dict': state}, f))
 
 
-def run(args) -> int:
+def train_config(cfg, args, label: str) -> int:
+    """Run MMEngine's Runner on a prepared config and export ``final.pth``."""
     if args.device == 'cpu':
         # Hide GPUs before torch initialises CUDA so every component stays on the CPU.
         os.environ['CUDA_VISIBLE_DEVICES'] = ''
-    path, cfg, device = prepare_config(args)
+    device = settle_runtime(cfg, args)
     from mmengine.runner import Runner
-    from pgd.engine.safe_load import allow_mmengine_checkpoints
+
     from pgd.engine.registry import register_all
+    from pgd.engine.safe_load import allow_mmengine_checkpoints
     allow_mmengine_checkpoints()
     register_all()
-    print(f'[pgd train] {path} on {device} (world size {world_size()}), seed {args.seed}, '
+    print(f'[pgd] training {label} on {device} (world size {world_size()}), seed {args.seed}, '
           f'work dir {cfg.work_dir}' + (' -- resuming' if cfg.resume else ''), flush=True)
     runner = Runner.from_cfg(cfg)
     runner.train()
     if runner.rank == 0:
         final = export_final_weights(runner, Path(cfg.work_dir) / 'final.pth')
-        print(f'[pgd train] wrote {final}', flush=True)
+        print(f'[pgd] wrote {final}', flush=True)
     return 0
+
+
+def run(args) -> int:
+    from pgd.engine.config_utils import load_config
+    path, cfg = load_config(args.config, args.cfg_options)
+    return train_config(cfg, args, str(path))

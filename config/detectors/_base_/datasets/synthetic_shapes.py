@@ -6,8 +6,9 @@ dataset_type = 'CocoDataset'
 dataset_name = 'synthetic_shapes'
 dataset_is_synthetic = True
 data_root = 'data/synthetic_shapes/'
-classes = ('circle', 'square', 'triangle', 'star', 'cross', 'ring', 'hexagon', 'arrow')
-num_classes = 8
+classes = ('circle', 'square', 'triangle', 'star', 'cross', 'ring', 'hexagon', 'arrow',
+           'crescent', 'ellipse')
+num_classes = 10
 image_size = 256
 backend_args = None
 

@@ -1,0 +1,479 @@
+"""Prediction-Guided Weighting (PGW), PGD paper Sec. 3.1-3.2, Eq. 1-4.
+
+For every GT box ``b`` (label ``c``) of an image and every feature location ``n`` (all FPN
+levels flattened, see :mod:`pgd.distill.inputs`):
+
+* quality (Eq. 1, max over the A predictions of a location)::
+
+      q[g, n] = 1[X_n inside b_g] * max_a  p[n, a, c_g] ** (1 - xi) * IoU(b_g, box[n, a]) ** xi
+
+* ``T_g`` = the top-K locations by ``q`` jointly over all levels (candidate rule below);
+* Gaussian MLE of the image-plane centres of ``T_g`` (Eq. 2)::
+
+      mu_g = mean_{n in T_g} X_n,   Sigma_g = 1/K' sum_{n in T_g} (X_n - mu_g)(X_n - mu_g)^T
+
+* importance (Eq. 3) ``I_g[n] = exp(-1/2 (X_n - mu_g)^T (Sigma_g + r I)^-1 (X_n - mu_g))`` for
+  ``n in T_g`` and 0 elsewhere; ``I[n] = max_g I_g[n]``;
+* per image and level (Eq. 4) ``M[n] = I[n] / #{m on level(n): I[m] != 0}`` (0/0 -> 0).
+
+Conventions and decisions (not fixed by the paper text):
+
+* **Inside test** is strict: ``x1 < x < x2 and y1 < y < y2`` for the location centre
+  (FCOS/ATSS use ``min(l, t, r, b) > 0``, the same thing). Padded GTs (``gt_valid`` False)
+  are never inside anything.
+* **Candidates** ``'inside'`` (default, paper text: "compute the quality score for each
+  feature pixel inside b, then select the K pixels with the highest quality"): the candidates
+  are the locations inside the box, *even when their quality is 0*; ``K' = min(K, #inside)``.
+  ``'all_then_mask'`` (the public code's behaviour): the top-K is taken over all locations of
+  the *raw* quality ``p^(1-xi) IoU^xi`` (no inside indicator) and the inside mask is applied
+  afterwards, so fewer than K (possibly 0) locations survive.
+* **Ties** in the top-K are broken towards the lower flattened location index, so the result
+  is deterministic and independent of the implementation (matches ``np.argsort(-q,
+  kind='stable')``).
+* **Ridge** ``r = DEFAULT_RIDGE = 1e-2 px^2`` is added to ``Sigma`` (deterministic, no
+  jitter). It only has to make ``Sigma`` invertible: with a single candidate (``Sigma = 0``) or
+  collinear candidates, every selected point lies exactly on the degenerate subspace, so its
+  Mahalanobis distance along the degenerate direction is 0 whatever ``r`` is, and the exact
+  value of ``r`` is irrelevant there. For non-degenerate fits it should perturb the MLE as
+  little as possible: locations lie on lattices with spacing >= 8 px (smallest stride of all
+  detectors used), so any non-zero per-axis variance of K' <= 30 lattice points is at least
+  ``8^2 (K'-1)/K'^2 >= 2 px^2``; ``r = 0.01 px^2`` changes it by at most 0.5 %. The 2x2
+  algebra is done in float64, so such a small ridge is numerically safe (Sigma entries are at
+  most ~1e6 px^2 for 1333-px inputs).
+* Everything runs under ``torch.no_grad()`` on detached inputs, in float32 (float64 if the
+  inputs are float64; fp16 inputs are upcast).
+
+Two implementations are provided and tested against each other and against the per-GT loop
+reference in :mod:`pgd.distill.pgw_reference`:
+
+* ``impl='sparse'`` (default for ``candidates='inside'``): only (image, GT, location) pairs
+  with the location inside the box are materialised (``P`` pairs); quality, a segmented top-K
+  (two stable sorts) and the Gaussian fit work on those pairs, so memory and time scale with
+  ``P * A`` instead of ``B * G * N * A``.
+* ``impl='dense'``: built from the public pieces :func:`quality_scores`,
+  :func:`topk_candidates`, :func:`fit_gaussian`, :func:`gaussian_importance` and
+  :func:`normalise_per_level` on (B, G, N) tensors (used for ``'all_then_mask'`` and by the
+  ablation strategies).
+"""
+from __future__ import annotations
+
+from typing import List, Optional, Sequence, Tuple
+
+import torch
+from torch import Tensor
+
+__all__ = [
+    'DEFAULT_RIDGE', 'CANDIDATE_MODES', 'points_inside_boxes', 'quality_scores',
+    'quality_scores_multi', 'topk_candidates', 'fit_gaussian', 'gaussian_importance',
+    'normalise_per_level', 'prediction_guided_weighting', 'pgw_masks', 'pgw_masks_from_batch',
+    'batch_level_index', 'PredictionGuidedWeighting'
+]
+
+#: Ridge added to the MLE covariance, in px^2 (see module docstring for the choice).
+DEFAULT_RIDGE = 1e-2
+CANDIDATE_MODES = ('inside', 'all_then_mask')
+#: Soft bound on the number of elements of one (pairs x A) or (B x G_chunk x N x A) block.
+DEFAULT_CHUNK_ELEMS = 1 << 24
+
+
+def _work_dtype(t: Tensor) -> torch.dtype:
+    return torch.float64 if t.dtype == torch.float64 else torch.float32
+
+
+def _iou_aligned(b1: Tensor, b2: Tensor) -> Tensor:
+    """IoU of aligned box tensors (..., 4) x (..., 4) -> (...), via mmdet's ``bbox_overlaps``."""
+    from mmdet.structures.bbox import bbox_overlaps  # lazy: the import alone takes seconds
+    shape = torch.broadcast_shapes(b1.shape, b2.shape)
+    b1 = b1.expand(shape).reshape(-1, 1, 4)
+    b2 = b2.expand(shape).reshape(-1, 1, 4)
+    return bbox_overlaps(b1, b2, is_aligned=True).reshape(shape[:-1])
+
+
+def batch_level_index(level_sizes: Sequence[Tuple[int, int]], device=None) -> Tensor:
+    """(N,) level index of every flattened location, from ``[(H_l, W_l)]``."""
+    counts = torch.tensor([h * w for h, w in level_sizes], dtype=torch.long, device=device)
+    return torch.repeat_interleave(torch.arange(len(level_sizes), device=device), counts)
+
+
+def points_inside_boxes(points: Tensor, gt_bboxes: Tensor,
+                        gt_valid: Optional[Tensor] = None) -> Tensor:
+    """Strict point-in-box test.
+
+    Args:
+        points: (N, 2) centres (x, y).
+        gt_bboxes: (B, G, 4) xyxy.
+        gt_valid: optional (B, G) bool; invalid GTs contain no point.
+
+    Returns:
+        (B, G, N) bool.
+    """
+    x = points[:, 0].to(gt_bboxes.dtype)
+    y = points[:, 1].to(gt_bboxes.dtype)
+    x1, y1, x2, y2 = (gt_bboxes[..., i, None] for i in range(4))
+    inside = (x > x1) & (x < x2) & (y > y1) & (y < y2)
+    if gt_valid is not None:
+        inside &= gt_valid[..., None]
+    return inside
+
+
+# ----------------------------------------------------------------------------------------
+# Quality (Eq. 1)
+# ----------------------------------------------------------------------------------------
+def _pair_quality(cls_prob: Tensor, boxes: Tensor, gt_bboxes: Tensor, gt_labels: Tensor,
+                  pb: Tensor, pg: Tensor, pn: Tensor, xis: Sequence[float],
+                  chunk_elems: int = DEFAULT_CHUNK_ELEMS) -> List[Tensor]:
+    """Quality (max over A) of the (image pb, GT pg, location pn) pairs, one (P,) per xi."""
+    dt = _work_dtype(cls_prob)
+    num_pairs, num_a = pn.numel(), cls_prob.shape[2]
+    outs = [cls_prob.new_zeros(num_pairs, dtype=dt) for _ in xis]
+    step = max(1, chunk_elems // max(1, num_a))
+    labels = gt_labels.clamp(min=0)
+    for s in range(0, num_pairs, step):
+        b, g, n = pb[s:s + step], pg[s:s + step], pn[s:s + step]
+        lab = labels[b, g]
+        prob = cls_prob[b, n, :, lab].to(dt).clamp(0, 1)             # (P, A)
+        iou = _iou_aligned(gt_bboxes[b, g].to(dt)[:, None, :],         # (P, A)
+                           boxes[b, n].to(dt))
+        for out, xi in zip(outs, xis):
+            out[s:s + step] = (prob.pow(1.0 - xi) * iou.pow(xi)).amax(dim=-1)
+    return outs
+
+
+def _dense_raw_quality(cls_prob: Tensor, boxes: Tensor, gt_bboxes: Tensor, gt_labels: Tensor,
+                       xis: Sequence[float], chunk_elems: int) -> List[Tensor]:
+    """Raw quality ``max_a p^(1-xi) IoU^xi`` for every (image, GT, location): (B, G, N) per xi."""
+    from mmdet.structures.bbox import bbox_overlaps
+    dt = _work_dtype(cls_prob)
+    num_b, num_n, num_a, _ = cls_prob.shape
+    num_g = gt_bboxes.shape[1]
+    outs = [cls_prob.new_zeros((num_b, num_g, num_n), dtype=dt) for _ in xis]
+    cls_bcna = cls_prob.permute(0, 3, 1, 2)                                  # (B, C, N, A)
+    flat_boxes = boxes.to(dt).reshape(num_b, num_n * num_a, 4)
+    labels = gt_labels.clamp(min=0)
+    bidx = torch.arange(num_b, device=cls_prob.device)[:, None]
+    step = max(1, chunk_elems // max(1, num_b * num_n * num_a))
+    for g0 in range(0, num_g, step):
+        g1 = min(num_g, g0 + step)
+        prob = cls_bcna[bidx, labels[:, g0:g1]].to(dt).clamp(0, 1)           # (B, g, N, A)
+        iou = bbox_overlaps(gt_bboxes[:, g0:g1].to(dt), flat_boxes)
+        iou = iou.reshape(num_b, g1 - g0, num_n, num_a)
+        for out, xi in zip(outs, xis):
+            out[:, g0:g1] = (prob.pow(1.0 - xi) * iou.pow(xi)).amax(dim=-1)
+    return outs
+
+
+@torch.no_grad()
+def quality_scores_multi(cls_prob: Tensor, boxes: Tensor, points: Tensor, gt_bboxes: Tensor,
+                         gt_labels: Tensor, gt_valid: Tensor, xis: Sequence[float],
+                         inside_only: bool = True,
+                         chunk_elems: int = DEFAULT_CHUNK_ELEMS) -> List[Tensor]:
+    """Eq. 1 quality for several ``xi`` at once, sharing the IoU/probability gathering.
+
+    Args:
+        cls_prob: (B, N, A, C) teacher sigmoid probabilities.
+        boxes: (B, N, A, 4) teacher decoded boxes (xyxy, pixels).
+        points: (N, 2) location centres (x, y).
+        gt_bboxes, gt_labels, gt_valid: (B, G, 4), (B, G), (B, G) padded GTs.
+        xis: the ``xi`` values.
+        inside_only: True -> Eq. 1 with the inside indicator (computed only for inside pairs);
+            False -> raw ``max_a p^(1-xi) IoU^xi`` for every location (no indicator), 0 for
+            padded GTs.
+
+    Returns:
+        list of (B, G, N) tensors, one per xi.
+    """
+    cls_prob, boxes = cls_prob.detach(), boxes.detach()
+    gt_bboxes = gt_bboxes.detach()
+    if inside_only:
+        inside = points_inside_boxes(points, gt_bboxes, gt_valid)
+        pb, pg, pn = inside.nonzero(as_tuple=True)
+        vals = _pair_quality(cls_prob, boxes, gt_bboxes, gt_labels, pb, pg, pn, xis, chunk_elems)
+        outs = []
+        for v in vals:
+            q = v.new_zeros(inside.shape)
+            q[pb, pg, pn] = v
+            outs.append(q)
+        return outs
+    outs = _dense_raw_quality(cls_prob, boxes, gt_bboxes, gt_labels, xis, chunk_elems)
+    return [q * gt_valid[..., None].to(q.dtype) for q in outs]
+
+
+def quality_scores(cls_prob: Tensor, boxes: Tensor, points: Tensor, gt_bboxes: Tensor,
+                   gt_labels: Tensor, gt_valid: Tensor, xi: float = 0.8,
+                   inside_only: bool = True,
+                   chunk_elems: int = DEFAULT_CHUNK_ELEMS) -> Tensor:
+    """Eq. 1 quality ``q`` (B, G, N) for one ``xi``; see :func:`quality_scores_multi`."""
+    return quality_scores_multi(cls_prob, boxes, points, gt_bboxes, gt_labels, gt_valid, (xi, ),
+                                inside_only=inside_only, chunk_elems=chunk_elems)[0]
+
+
+# ----------------------------------------------------------------------------------------
+# Top-K, Gaussian MLE, importance, normalisation (Eq. 2-4) -- dense (B, G, N) pieces
+# ----------------------------------------------------------------------------------------
+def _topk_mask_low_index_ties(key: Tensor, k: int) -> Tensor:
+    """Boolean mask of the k largest entries along the last dim, ties -> lower index first."""
+    n = key.shape[-1]
+    k = min(int(k), n)
+    if k <= 0 or n == 0:
+        return torch.zeros_like(key, dtype=torch.bool)
+    thr = key.topk(k, dim=-1).values[..., -1:]
+    above = key > thr
+    at = key == thr
+    need = k - above.sum(dim=-1, keepdim=True)
+    return above | (at & (at.cumsum(dim=-1) <= need))
+
+
+@torch.no_grad()
+def topk_candidates(q: Tensor, inside: Tensor, k: int = 30, mode: str = 'inside') -> Tensor:
+    """Select ``T_g``: the top-K locations per (image, GT) over all levels.
+
+    Args:
+        q: (B, G, N) quality. For ``mode='all_then_mask'`` pass the *raw* quality
+            (``quality_scores(..., inside_only=False)``) to reproduce the public code.
+        inside: (B, G, N) bool inside-box mask (False for padded GTs).
+        k: K.
+        mode: ``'inside'`` -- top-min(K, #inside) among the inside locations (even q == 0);
+            ``'all_then_mask'`` -- top-K over all locations, then ``& inside``.
+
+    Returns:
+        (B, G, N) bool; ties broken towards the lower location index.
+    """
+    if mode == 'inside':
+        key = q.masked_fill(~inside, -1.0)
+    elif mode == 'all_then_mask':
+        key = q
+    else:
+        raise ValueError(f'unknown candidate mode {mode!r}; expected one of {CANDIDATE_MODES}')
+    return _topk_mask_low_index_ties(key, k) & inside
+
+
+def _segment_gaussian(seg: Tensor, x: Tensor, num_seg: int) -> Tuple[Tensor, Tensor, Tensor]:
+    """Gaussian MLE per segment from points ``x`` (S, 2) float64 with segment ids ``seg`` (S,).
+
+    Returns mu (num_seg, 2), cov (num_seg, 3) = (sxx, sxy, syy) and the centred points (S, 2).
+    Centred two-pass computation in float64; empty segments get zeros.
+    """
+    cnt = torch.bincount(seg, minlength=num_seg).to(torch.float64).clamp(min=1)[:, None]
+    mu = x.new_zeros(num_seg, 2).index_add_(0, seg, x) / cnt
+    d = x - mu[seg]
+    prods = torch.stack([d[:, 0] * d[:, 0], d[:, 0] * d[:, 1], d[:, 1] * d[:, 1]], dim=-1)
+    cov = x.new_zeros(num_seg, 3).index_add_(0, seg, prods) / cnt
+    return mu, cov, d
+
+
+@torch.no_grad()
+def fit_gaussian(points: Tensor, selected: Tensor) -> Tuple[Tensor, Tensor]:
+    """Gaussian MLE (Eq. 2) of the centres of the selected locations, per (image, GT).
+
+    Args:
+        points: (N, 2) centres (x, y).
+        selected: (B, G, N) bool (non-zero = selected).
+
+    Returns:
+        mu: (B, G, 2) float64, the mean (0 where nothing is selected).
+        sigma: (B, G, 2, 2) float64, the biased (1/K') MLE covariance, *without* the ridge
+        (0 where fewer than 2 distinct points are selected).
+    """
+    lead = selected.shape[:-1]
+    num_n = selected.shape[-1]
+    flat = selected.reshape(-1, num_n) != 0
+    seg, n = flat.nonzero(as_tuple=True)
+    pts = points.to(device=selected.device, dtype=torch.float64)
+    mu, cov, _ = _segment_gaussian(seg, pts[n], flat.shape[0])
+    sigma = torch.stack([cov[:, 0], cov[:, 1], cov[:, 1], cov[:, 2]], dim=-1)
+    return mu.reshape(*lead, 2), sigma.reshape(*lead, 2, 2)
+
+
+def _mahalanobis_sq(dx: Tensor, dy: Tensor, sxx: Tensor, sxy: Tensor, syy: Tensor,
+                    ridge: float) -> Tensor:
+    """(dx, dy) (Sigma + ridge I)^-1 (dx, dy)^T with a closed-form 2x2 inverse (float64)."""
+    a = sxx + ridge
+    c = syy + ridge
+    det = (a * c - sxy * sxy).clamp(min=ridge * ridge)
+    return (c * dx * dx - 2.0 * sxy * dx * dy + a * dy * dy) / det
+
+
+@torch.no_grad()
+def gaussian_importance(points: Tensor, mu: Tensor, sigma: Tensor, selected: Tensor,
+                        ridge: float = DEFAULT_RIDGE, out_dtype: torch.dtype = None) -> Tensor:
+    """Eq. 3: ``exp(-1/2 (X - mu)^T (Sigma + ridge I)^-1 (X - mu))`` on selected locations.
+
+    Args:
+        points: (N, 2); mu: (B, G, 2); sigma: (B, G, 2, 2); selected: (B, G, N) bool.
+        ridge: added to the diagonal of ``sigma`` (px^2).
+        out_dtype: result dtype (default float32, float64 for float64 points).
+
+    Returns:
+        (B, G, N) importance per GT, 0 where not selected.
+    """
+    out_dtype = out_dtype or _work_dtype(points)
+    pts = points.to(device=mu.device, dtype=torch.float64)
+    mu, sigma = mu.to(torch.float64), sigma.to(torch.float64)
+    dx = pts[:, 0] - mu[..., 0, None]                                   # (B, G, N)
+    dy = pts[:, 1] - mu[..., 1, None]
+    m = _mahalanobis_sq(dx, dy, sigma[..., 0, 0, None], sigma[..., 0, 1, None],
+                        sigma[..., 1, 1, None], ridge)
+    imp = torch.exp(-0.5 * m) * selected.to(torch.float64)
+    return imp.to(out_dtype)
+
+
+@torch.no_grad()
+def normalise_per_level(importance: Tensor, level_index: Tensor, num_levels: int) -> Tensor:
+    """Eq. 4: divide by the number of non-zero entries of the same image and level.
+
+    Args:
+        importance: (B, N) non-negative.
+        level_index: (N,) long.
+        num_levels: L.
+
+    Returns:
+        (B, N) ``M``; levels without any non-zero entry stay 0.
+    """
+    nz = (importance != 0).to(importance.dtype)
+    counts = importance.new_zeros(importance.shape[0], num_levels)
+    counts.index_add_(1, level_index.to(importance.device), nz)
+    return importance / counts[:, level_index].clamp(min=1)
+
+
+# ----------------------------------------------------------------------------------------
+# Full PGW
+# ----------------------------------------------------------------------------------------
+def _sparse_pgw(cls_prob, boxes, points, gt_bboxes, gt_labels, gt_valid, xis, k, ridge,
+                chunk_elems) -> List[Tensor]:
+    """Max-over-GT importance (B, N) per xi, candidates='inside', working on inside pairs."""
+    num_b, num_g = gt_bboxes.shape[:2]
+    num_n = points.shape[0]
+    dt = _work_dtype(cls_prob)
+    inside = points_inside_boxes(points, gt_bboxes, gt_valid)
+    pb, pg, pn = inside.nonzero(as_tuple=True)       # row-major: sorted by (b, g, n)
+    quals = _pair_quality(cls_prob, boxes, gt_bboxes, gt_labels, pb, pg, pn, xis, chunk_elems)
+    seg = pb * num_g + pg                            # non-decreasing segment id per pair
+    num_seg = num_b * num_g
+    seg_count = torch.bincount(seg, minlength=num_seg)
+    seg_start = torch.cumsum(seg_count, 0) - seg_count
+    pts64 = points.to(torch.float64)
+    outs = []
+    for q in quals:
+        # order pairs by (segment asc, q desc, location asc): two stable sorts
+        o1 = torch.sort(q, descending=True, stable=True).indices
+        o2 = torch.sort(seg[o1], stable=True).indices
+        perm = o1[o2]
+        rank = torch.arange(perm.numel(), device=perm.device) - seg_start[seg[perm]]
+        chosen = perm[rank < k]
+        s_seg, s_n, s_b = seg[chosen], pn[chosen], pb[chosen]
+        _, cov, d = _segment_gaussian(s_seg, pts64[s_n], num_seg)
+        c = cov[s_seg]
+        m = _mahalanobis_sq(d[:, 0], d[:, 1], c[:, 0], c[:, 1], c[:, 2], ridge)
+        imp = torch.exp(-0.5 * m).to(dt)
+        out = torch.zeros(num_b * num_n, dtype=dt, device=d.device)
+        out.scatter_reduce_(0, s_b * num_n + s_n, imp, reduce='amax', include_self=True)
+        outs.append(out.view(num_b, num_n))
+    return outs
+
+
+def _dense_pgw(cls_prob, boxes, points, gt_bboxes, gt_labels, gt_valid, xis, k, ridge,
+               candidates, chunk_elems) -> List[Tensor]:
+    inside = points_inside_boxes(points, gt_bboxes, gt_valid)
+    quals = quality_scores_multi(cls_prob, boxes, points, gt_bboxes, gt_labels, gt_valid, xis,
+                                 inside_only=(candidates == 'inside'), chunk_elems=chunk_elems)
+    outs = []
+    for q in quals:
+        sel = topk_candidates(q, inside, k, candidates)
+        mu, sigma = fit_gaussian(points, sel)
+        imp = gaussian_importance(points, mu, sigma, sel, ridge, out_dtype=q.dtype)
+        outs.append(imp.amax(dim=1) if imp.shape[1] else imp.new_zeros(imp.shape[0],
+                                                                        imp.shape[2]))
+    return outs
+
+
+@torch.no_grad()
+def pgw_masks(cls_prob: Tensor, boxes: Tensor, points: Tensor, level_index: Tensor,
+              num_levels: int, gt_bboxes: Tensor, gt_labels: Tensor, gt_valid: Tensor,
+              xis: Sequence[float] = (0.8, 0.6), k: int = 30, candidates: str = 'inside',
+              ridge: float = DEFAULT_RIDGE, impl: str = 'auto',
+              chunk_elems: int = DEFAULT_CHUNK_ELEMS) -> List[Tensor]:
+    """PGW masks ``M`` (Eq. 1-4) for several ``xi`` (e.g. ``xi_cls=0.8, xi_reg=0.6``).
+
+    The probability gathering and IoUs are computed once and shared by all ``xi``.
+
+    Args:
+        cls_prob: (B, N, A, C) teacher sigmoid class probabilities.
+        boxes: (B, N, A, 4) teacher decoded boxes, xyxy pixels.
+        points: (N, 2) location centres (x, y), pixels.
+        level_index: (N,) level of each location; num_levels: L.
+        gt_bboxes: (B, G, 4); gt_labels: (B, G) (padding -1); gt_valid: (B, G) bool.
+        xis: the balance ``xi`` of each mask.
+        k: K of the top-K (paper: 30).
+        candidates: ``'inside'`` (paper text) or ``'all_then_mask'`` (public code).
+        ridge: px^2 added to the covariance diagonal (:data:`DEFAULT_RIDGE`).
+        impl: ``'sparse'`` / ``'dense'`` / ``'auto'`` (sparse for 'inside', else dense).
+        chunk_elems: memory bound for the quality computation.
+
+    Returns:
+        list of (B, N) masks ``M``, one per xi (float32, float64 for float64 inputs).
+    """
+    if candidates not in CANDIDATE_MODES:
+        raise ValueError(f'unknown candidate mode {candidates!r}; expected {CANDIDATE_MODES}')
+    if impl == 'auto':
+        impl = 'sparse' if candidates == 'inside' else 'dense'
+    if impl == 'sparse' and candidates != 'inside':
+        raise ValueError("impl='sparse' supports only candidates='inside'")
+    cls_prob, boxes, gt_bboxes = cls_prob.detach(), boxes.detach(), gt_bboxes.detach()
+    points = points.detach().to(cls_prob.device)
+    level_index = level_index.to(cls_prob.device)
+    gt_valid = gt_valid.to(torch.bool)
+    if impl == 'sparse':
+        imps = _sparse_pgw(cls_prob, boxes, points, gt_bboxes, gt_labels, gt_valid, xis, k,
+                           ridge, chunk_elems)
+    elif impl == 'dense':
+        imps = _dense_pgw(cls_prob, boxes, points, gt_bboxes, gt_labels, gt_valid, xis, k,
+                          ridge, candidates, chunk_elems)
+    else:
+        raise ValueError(f'unknown impl {impl!r}')
+    return [normalise_per_level(i, level_index, num_levels) for i in imps]
+
+
+def prediction_guided_weighting(cls_prob: Tensor, boxes: Tensor, points: Tensor,
+                                level_index: Tensor, num_levels: int, gt_bboxes: Tensor,
+                                gt_labels: Tensor, gt_valid: Tensor, k: int = 30,
+                                xi: float = 0.8, candidates: str = 'inside',
+                                ridge: float = DEFAULT_RIDGE, impl: str = 'auto') -> Tensor:
+    """One PGW mask ``M`` (B, N) for a single ``xi``; see :func:`pgw_masks`."""
+    return pgw_masks(cls_prob, boxes, points, level_index, num_levels, gt_bboxes, gt_labels,
+                     gt_valid, xis=(xi, ), k=k, candidates=candidates, ridge=ridge,
+                     impl=impl)[0]
+
+
+def pgw_masks_from_batch(batch, xis: Sequence[float] = (0.8, 0.6), k: int = 30,
+                         candidates: str = 'inside', ridge: float = DEFAULT_RIDGE,
+                         impl: str = 'auto') -> List[Tensor]:
+    """:func:`pgw_masks` on a :class:`~pgd.distill.inputs.DistillBatch`."""
+    level_index = batch_level_index(batch.level_sizes, device=batch.teacher_cls_prob.device)
+    return pgw_masks(batch.teacher_cls_prob, batch.teacher_boxes, batch.points, level_index,
+                     len(batch.level_sizes), batch.gt_bboxes, batch.gt_labels, batch.gt_valid,
+                     xis=xis, k=k, candidates=candidates, ridge=ridge, impl=impl)
+
+
+class PredictionGuidedWeighting:
+    """Configurable PGW foreground-mask provider.
+
+    ``PredictionGuidedWeighting(k=30)(batch, xi)`` -> (B, N) ``M``, the same call signature as
+    the other foreground strategies; :meth:`masks` computes several ``xi`` sharing the IoUs.
+    """
+
+    def __init__(self, k: int = 30, candidates: str = 'inside', ridge: float = DEFAULT_RIDGE,
+                 impl: str = 'auto'):
+        if candidates not in CANDIDATE_MODES:
+            raise ValueError(f'unknown candidate mode {candidates!r}')
+        self.k, self.candidates, self.ridge, self.impl = k, candidates, ridge, impl
+
+    def masks(self, batch, xis: Sequence[float]) -> List[Tensor]:
+        return pgw_masks_from_batch(batch, xis, k=self.k, candidates=self.candidates,
+                                    ridge=self.ridge, impl=self.impl)
+
+    def __call__(self, batch, xi: float) -> Tensor:
+        return self.masks(batch, (xi, ))[0]
+
+    def __repr__(self) -> str:
+        return (f'{type(self).__name__}(k={self.k}, candidates={self.candidates!r}, '
+                f'ridge={self.ridge}, impl={self.impl!r})')

@@ -1,0 +1,140 @@
+"""``python -m pgd distill``: one distillation run = student config + teacher + method.
+
+The run's config is composed from the student's detector config (data, schedule, runtime), the
+teacher's model config and ``config/distill/<method>.py`` (loss hyper-parameters with their
+sources, per-detector overrides). ``--loss-options`` overrides the method's hyper-parameters
+(Table 5/6/7 ablations: ``k=15``, ``alpha=0.05``, ``fg_strategy=box``, ``branches=[neck]``).
+The composed config is saved as ``DIR/distill_config.py`` so every run can be re-created.
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+from pathlib import Path
+
+METHOD_ROOT = Path(__file__).resolve().parents[2] / 'config' / 'distill'
+DETECTOR_NAMES = {'ATSS': 'atss', 'FCOS': 'fcos', 'GFL': 'gfl', 'DDOD': 'ddod',
+                  'AutoAssign': 'autoassign'}
+
+
+def known_methods() -> list:
+    return sorted(p.stem for p in METHOD_ROOT.glob('*.py'))
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    from mmengine.config import DictAction
+
+    from pgd.engine.train import add_common_arguments
+    p.add_argument('--student', required=True, help='student detector config (name or path)')
+    p.add_argument('--teacher', help='teacher detector config (name or path)')
+    p.add_argument('--teacher-ckpt', help='trained teacher weights (e.g. its final.pth)')
+    p.add_argument('--method', required=True, help=f'one of config/distill/*.py')
+    p.add_argument('--loss-options', nargs='+', action=DictAction, default=None,
+                   help='override the method hyper-parameters, e.g. k=15 alpha=0.05')
+    p.add_argument('--no-init-from-teacher', action='store_true',
+                   help="do not copy matching neck/head weights from the teacher")
+    add_common_arguments(p)
+
+
+def detector_name(model_cfg) -> str:
+    from pgd.errors import UserError
+    name = DETECTOR_NAMES.get(model_cfg['type'])
+    if name is None:
+        raise UserError(f"unknown detector type {model_cfg['type']!r}; supported: "
+                        f"{', '.join(DETECTOR_NAMES)}")
+    return name
+
+
+def load_method(method: str):
+    from mmengine.config import Config
+
+    from pgd.errors import UserError
+    path = METHOD_ROOT / f'{method}.py'
+    if not path.is_file():
+        raise UserError(f"unknown distillation method '{method}' "
+                        f"(known: {', '.join(known_methods())})")
+    return Config.fromfile(str(path))
+
+
+def method_losses(method_cfg, detector: str, loss_options: dict | None) -> dict:
+    """The method's loss configs for one detector, with CLI overrides applied to every loss."""
+    from mmengine.config import ConfigDict
+
+    from pgd.errors import UserError
+    overrides = method_cfg.get('detector_overrides', {})
+    if detector not in overrides:
+        raise UserError(f'method does not support detector {detector!r} '
+                        f'(supported: {", ".join(overrides)})')
+    losses = ConfigDict(copy.deepcopy(method_cfg['distill_losses']))
+    for name, extra in overrides[detector].items():
+        losses[name].update(extra)
+    for loss in losses.values():
+        loss.update(loss_options or {})
+    return losses.to_dict()
+
+
+def compose(args):
+    """The full runnable config of a distillation run (an mmengine Config)."""
+    from pgd.engine.config_utils import load_config
+    from pgd.errors import UserError
+    student_path, cfg = load_config(args.student)
+    method_cfg = load_method(args.method)
+    if args.method == 'ld':
+        return student_path, compose_ld(cfg, method_cfg, args)
+    if not (args.teacher and args.teacher_ckpt):
+        raise UserError(f'method {args.method} needs --teacher and --teacher-ckpt')
+    if not Path(args.teacher_ckpt).is_file():
+        raise UserError(f'teacher checkpoint not found: {args.teacher_ckpt}')
+    _, teacher_cfg = load_config(args.teacher)
+    detector = detector_name(cfg.model)
+    if detector_name(teacher_cfg.model) != detector:
+        raise UserError('teacher and student must be the same detector type, got '
+                        f"{teacher_cfg.model['type']} and {cfg.model['type']}")
+    student_model = cfg.model
+    cfg.model = dict(
+        type='TeacherStudentDistiller',
+        student=student_model,
+        teacher=teacher_cfg.model,
+        teacher_ckpt=str(args.teacher_ckpt),
+        init_student_from_teacher=not args.no_init_from_teacher,
+        distill_losses=method_losses(method_cfg, detector, args.loss_options))
+    if 'optim_wrapper' in method_cfg:
+        cfg.optim_wrapper.update(method_cfg.optim_wrapper)
+    cfg.distill = dict(method=args.method, detector=detector, teacher=str(args.teacher),
+                       loss_options=dict(args.loss_options or {}))
+    if args.cfg_options:
+        cfg.merge_from_dict(args.cfg_options)
+    return student_path, cfg
+
+
+def compose_ld(cfg, method_cfg, args):
+    """LD through MMDetection's own KnowledgeDistillationSingleStageDetector + LDHead."""
+    from pgd.engine.config_utils import resolve_config
+    from pgd.errors import UserError
+    detector = detector_name(cfg.model)
+    if detector not in method_cfg.supported_detectors:
+        raise UserError(f'LD is defined for {method_cfg.supported_detectors} only, '
+                        f'not {detector}')
+    if not (args.teacher and args.teacher_ckpt and Path(args.teacher_ckpt).is_file()):
+        raise UserError('LD needs --teacher and an existing --teacher-ckpt')
+    model = cfg.model
+    model['type'] = 'KnowledgeDistillationSingleStageDetector'
+    model['teacher_config'] = str(resolve_config(args.teacher))
+    model['teacher_ckpt'] = str(args.teacher_ckpt)
+    model['bbox_head'].update(method_cfg.ld_head)
+    if args.loss_options:
+        model['bbox_head']['loss_ld'].update(args.loss_options)
+    cfg.distill = dict(method='ld', detector=detector, teacher=str(args.teacher),
+                       loss_options=dict(args.loss_options or {}))
+    if args.cfg_options:
+        cfg.merge_from_dict(args.cfg_options)
+    return cfg
+
+
+def run(args) -> int:
+    from pgd.engine.train import train_config
+    from pgd.io import atomic_write_text
+    student_path, cfg = compose(args)
+    Path(args.work_dir).mkdir(parents=True, exist_ok=True)
+    atomic_write_text(Path(args.work_dir) / 'distill_config.py', cfg.pretty_text)
+    return train_config(cfg, args, f'{args.method} distillation of {student_path}')
