@@ -7,7 +7,7 @@ import torch
 
 from pgd.distill.inputs import level_points, pad_gts
 from pgd.distill.pgw import (DEFAULT_RIDGE, PredictionGuidedWeighting, fit_gaussian,
-                             gaussian_importance, normalise_per_level, pgw_masks,
+                             gaussian_importance, inside_pairs, normalise_per_level, pgw_masks,
                              points_inside_boxes, prediction_guided_weighting, quality_scores,
                              topk_candidates)
 from pgd.distill.pgw_reference import pgw_reference
@@ -67,31 +67,67 @@ def make_case(seed, dtype=torch.float64):
     gt_bboxes, gt_labels, gt_valid = pad_gts(gts, labels)
     k = (1, 3, 9, 30)[seed % 4]
     xi = (0.8, 0.6, 0.5)[seed % 3 if seed % 2 else (seed + 1) % 3]
-    return dict(cls_prob=prob, boxes=boxes, points=points, level_index=level_index,
+    # some GT edges exactly on location centres (strict inside test must exclude them)
+    if gt_bboxes.numel() and seed % 4 == 1:
+        gt_bboxes[..., 0] = torch.floor(gt_bboxes[..., 0] / 8) * 8 + 4
+        gt_bboxes[..., 3] = torch.floor(gt_bboxes[..., 3] / 8) * 8 + 4
+    case = dict(cls_prob=prob, boxes=boxes, points=points, level_index=level_index,
                 num_levels=num_levels, gt_bboxes=gt_bboxes, gt_labels=gt_labels,
-                gt_valid=gt_valid), k, xi, layout
+                gt_valid=gt_valid)
+    case['_sizes'] = sizes
+    return case, k, xi, layout
+
+
+def _pop_sizes(case):
+    case = dict(case)
+    return case, case.pop('_sizes')
 
 
 @pytest.mark.parametrize('seed', range(60))
 def test_matches_loop_reference(seed):
-    case, k, xi, _ = make_case(seed)
-    for cand, impl in (('inside', 'sparse'), ('inside', 'dense'), ('all_then_mask', 'dense')):
-        ref = pgw_reference(**case, xi=xi, k=k, candidates=cand)
-        out = prediction_guided_weighting(**case, k=k, xi=xi, candidates=cand, impl=impl)
+    case, sizes = _pop_sizes(make_case(seed)[0])
+    _, k, xi, _ = make_case(seed)
+    runs = (('inside', 'sparse', None), ('inside', 'sparse', sizes), ('inside', 'dense', None),
+            ('all_then_mask', 'dense', None))
+    refs = {}
+    for cand, impl, lsz in runs:
+        if cand not in refs:
+            refs[cand] = pgw_reference(**case, xi=xi, k=k, candidates=cand)
+        out = prediction_guided_weighting(**case, k=k, xi=xi, candidates=cand, impl=impl,
+                                          level_sizes=lsz)
         assert out.dtype == torch.float64
-        np.testing.assert_allclose(out.numpy(), ref, rtol=1e-9, atol=1e-12,
-                                   err_msg=f'{cand}/{impl}')
+        np.testing.assert_allclose(out.numpy(), refs[cand], rtol=1e-9, atol=1e-12,
+                                   err_msg=f'{cand}/{impl}/{lsz}')
+
+
+@pytest.mark.parametrize('seed', range(0, 60, 3))
+def test_inside_pairs_grid_enumeration(seed):
+    case, sizes = _pop_sizes(make_case(seed)[0])
+    for dt in (torch.float64, torch.float32):
+        pts, gt = case['points'].to(dt), case['gt_bboxes'].to(dt)
+        dense = points_inside_boxes(pts, gt, case['gt_valid']).nonzero(as_tuple=True)
+        grid = inside_pairs(pts, gt, case['gt_valid'], sizes)
+        for a, b in zip(dense, grid):
+            assert torch.equal(a, b)
+    # points that are not a grid (shuffled) fall back to the dense test
+    perm = torch.randperm(case['points'].shape[0], generator=torch.Generator().manual_seed(0))
+    pts = case['points'][perm]
+    dense = points_inside_boxes(pts, case['gt_bboxes'], case['gt_valid']).nonzero(as_tuple=True)
+    for a, b in zip(dense, inside_pairs(pts, case['gt_bboxes'], case['gt_valid'], sizes)):
+        assert torch.equal(a, b)
 
 
 @pytest.mark.parametrize('seed', range(0, 60, 7))
 def test_float32_matches_reference(seed):
     case, k, xi, _ = make_case(seed)
+    case, sizes = _pop_sizes(case)
     ref = pgw_reference(**case, xi=xi, k=k)
     case32 = {key: (v.float() if torch.is_tensor(v) and v.is_floating_point() else v)
               for key, v in case.items()}
-    out = prediction_guided_weighting(**case32, k=k, xi=xi)
-    assert out.dtype == torch.float32
-    np.testing.assert_allclose(out.numpy(), ref, rtol=1e-4, atol=1e-7)
+    for lsz in (None, sizes):
+        out = prediction_guided_weighting(**case32, k=k, xi=xi, level_sizes=lsz)
+        assert out.dtype == torch.float32
+        np.testing.assert_allclose(out.numpy(), ref, rtol=1e-4, atol=1e-7)
 
 
 def test_reference_cases_cover_layouts_and_edge_cases():
@@ -100,6 +136,7 @@ def test_reference_cases_cover_layouts_and_edge_cases():
     n_pad = n_empty = n_few = 0
     for seed in range(60):
         case, k, xi, layout = make_case(seed)
+        case, _ = _pop_sizes(case)
         seen.add((layout, case['cls_prob'].shape[2]))
         n_pad += int((~case['gt_valid']).any())
         n_empty += int((~case['gt_valid']).all(dim=1).any())
@@ -320,6 +357,7 @@ def test_inputs_are_not_differentiated_and_strategy_object():
 
 def test_chunked_quality_equals_unchunked():
     case, k, xi, _ = make_case(5)   # retina-like A = 9
+    case, _ = _pop_sizes(case)
     args = [case[x] for x in ('cls_prob', 'boxes', 'points', 'gt_bboxes', 'gt_labels',
                               'gt_valid')]
     for inside_only in (True, False):

@@ -47,9 +47,11 @@ Two implementations are provided and tested against each other and against the p
 reference in :mod:`pgd.distill.pgw_reference`:
 
 * ``impl='sparse'`` (default for ``candidates='inside'``): only (image, GT, location) pairs
-  with the location inside the box are materialised (``P`` pairs); quality, a segmented top-K
-  (two stable sorts) and the Gaussian fit work on those pairs, so memory and time scale with
-  ``P * A`` instead of ``B * G * N * A``.
+  with the location inside the box are materialised (``P`` pairs; with ``level_sizes`` they
+  are enumerated per grid rectangle without any (B, G, N) tensor, see :func:`inside_pairs`);
+  quality, a segmented top-K (one stable sort of an int64 ``(pair's GT, quality bits)`` key)
+  and the Gaussian fit work on those pairs, so memory and time scale with ``P * A`` instead
+  of ``B * G * N * A``.
 * ``impl='dense'``: built from the public pieces :func:`quality_scores`,
   :func:`topk_candidates`, :func:`fit_gaussian`, :func:`gaussian_importance` and
   :func:`normalise_per_level` on (B, G, N) tensors (used for ``'all_then_mask'`` and by the
@@ -63,7 +65,7 @@ import torch
 from torch import Tensor
 
 __all__ = [
-    'DEFAULT_RIDGE', 'CANDIDATE_MODES', 'points_inside_boxes', 'quality_scores',
+    'DEFAULT_RIDGE', 'CANDIDATE_MODES', 'points_inside_boxes', 'inside_pairs', 'quality_scores',
     'quality_scores_multi', 'topk_candidates', 'fit_gaussian', 'gaussian_importance',
     'normalise_per_level', 'prediction_guided_weighting', 'pgw_masks', 'pgw_masks_from_batch',
     'batch_level_index', 'PredictionGuidedWeighting'
@@ -116,6 +118,80 @@ def points_inside_boxes(points: Tensor, gt_bboxes: Tensor,
     return inside
 
 
+def _grid_axes(points: Tensor, level_sizes: Sequence[Tuple[int, int]]):
+    """Per level (xs (W,), ys (H,), start) if ``points`` is a separable row-major grid with
+    strictly increasing axes, else None."""
+    axes, start = [], 0
+    for h, w in level_sizes:
+        if h * w == 0 or start + h * w > points.shape[0]:
+            return None
+        lvl = points[start:start + h * w].reshape(h, w, 2)
+        xs, ys = lvl[0, :, 0], lvl[:, 0, 1]
+        if not (torch.equal(lvl[..., 0], xs[None, :].expand(h, w))
+                and torch.equal(lvl[..., 1], ys[:, None].expand(h, w))):
+            return None
+        if (w > 1 and not bool((xs[1:] > xs[:-1]).all())) or (
+                h > 1 and not bool((ys[1:] > ys[:-1]).all())):
+            return None
+        axes.append((xs, ys, start))
+        start += h * w
+    if start != points.shape[0]:
+        return None
+    return axes
+
+
+@torch.no_grad()
+def inside_pairs(points: Tensor, gt_bboxes: Tensor, gt_valid: Tensor,
+                 level_sizes: Optional[Sequence[Tuple[int, int]]] = None
+                 ) -> Tuple[Tensor, Tensor, Tensor]:
+    """All (image, GT, location) triples with the location strictly inside a valid GT.
+
+    Same result as ``points_inside_boxes(...).nonzero(as_tuple=True)`` (sorted by image, GT,
+    location). With ``level_sizes`` and grid-structured ``points`` (as produced by the prior
+    generators), the inside locations of a box on a level form a rectangle of the grid that is
+    found with ``searchsorted`` and enumerated directly, costing O(#pairs) instead of
+    O(B * G * N).
+
+    Returns:
+        pb, pg, pn: (P,) long tensors.
+    """
+    axes = _grid_axes(points, level_sizes) if level_sizes is not None else None
+    if axes is None:
+        return points_inside_boxes(points, gt_bboxes, gt_valid).nonzero(as_tuple=True)
+    device = gt_bboxes.device
+    num_b, num_g = gt_bboxes.shape[:2]
+    lo_x, lo_y, hi_x, hi_y = (gt_bboxes[..., i].contiguous() for i in range(4))
+    i0s, j0s, hs, ws = [], [], [], []
+    for xs, ys, _ in axes:
+        # same comparison dtype as points_inside_boxes (points cast to the boxes' dtype)
+        xs = xs.to(device=device, dtype=gt_bboxes.dtype).contiguous()
+        ys = ys.to(device=device, dtype=gt_bboxes.dtype).contiguous()
+        j0 = torch.searchsorted(xs, lo_x, right=True)       # first x > x1
+        j1 = torch.searchsorted(xs, hi_x, right=False)      # first x >= x2
+        i0 = torch.searchsorted(ys, lo_y, right=True)
+        i1 = torch.searchsorted(ys, hi_y, right=False)
+        i0s.append(i0), j0s.append(j0)
+        hs.append((i1 - i0).clamp(min=0)), ws.append((j1 - j0).clamp(min=0))
+    # rectangles ordered (b, g, level) -> pairs come out sorted by (b, g, n)
+    i0, j0 = torch.stack(i0s, -1), torch.stack(j0s, -1)                   # (B, G, L)
+    hh, ww = torch.stack(hs, -1), torch.stack(ws, -1)
+    cnt = (hh * ww * gt_valid.to(device)[..., None].long()).flatten()
+    level_w = torch.tensor([len(a[0]) for a in axes], device=device)
+    level_start = torch.tensor([a[2] for a in axes], device=device)
+    num_l = len(axes)
+    # per-rectangle table, expanded to its cells with one repeat_interleave
+    bb = torch.arange(num_b, device=device)[:, None, None].expand(num_b, num_g, num_l)
+    gg = torch.arange(num_g, device=device)[None, :, None].expand(num_b, num_g, num_l)
+    first = level_start + i0 * level_w + j0                                 # first cell's n
+    table = torch.stack([bb, gg, first, ww.clamp(min=1), level_w.expand_as(ww),
+                         (torch.cumsum(cnt, 0) - cnt).view(num_b, num_g, num_l)],
+                        dim=-1).reshape(-1, 6)
+    t = torch.repeat_interleave(table, cnt, dim=0)                          # (P, 6)
+    off = torch.arange(t.shape[0], device=device) - t[:, 5]
+    pn = t[:, 2] + torch.div(off, t[:, 3], rounding_mode='floor') * t[:, 4] + off % t[:, 3]
+    return t[:, 0], t[:, 1], pn
+
+
 # ----------------------------------------------------------------------------------------
 # Quality (Eq. 1)
 # ----------------------------------------------------------------------------------------
@@ -127,13 +203,23 @@ def _pair_quality(cls_prob: Tensor, boxes: Tensor, gt_bboxes: Tensor, gt_labels:
     num_pairs, num_a = pn.numel(), cls_prob.shape[2]
     outs = [cls_prob.new_zeros(num_pairs, dtype=dt) for _ in xis]
     step = max(1, chunk_elems // max(1, num_a))
-    labels = gt_labels.clamp(min=0)
+    num_b, num_n, _, num_c = cls_prob.shape
+    num_g = gt_bboxes.shape[1]
+    labels = gt_labels.clamp(min=0).reshape(-1)
+    flat_prob = cls_prob.reshape(-1)
+    flat_boxes = boxes.reshape(num_b * num_n, num_a * 4)
+    flat_gts = gt_bboxes.reshape(num_b * num_g, 4)
+    a_off = torch.arange(num_a, device=pn.device) * num_c
     for s in range(0, num_pairs, step):
-        b, g, n = pb[s:s + step], pg[s:s + step], pn[s:s + step]
-        lab = labels[b, g]
-        prob = cls_prob[b, n, :, lab].to(dt).clamp(0, 1)             # (P, A)
-        iou = _iou_aligned(gt_bboxes[b, g].to(dt)[:, None, :],         # (P, A)
-                           boxes[b, n].to(dt))
+        bn = pb[s:s + step] * num_n + pn[s:s + step]                  # flat (image, location)
+        bg = pb[s:s + step] * num_g + pg[s:s + step]                  # flat (image, GT)
+        lab = labels.index_select(0, bg)
+        # flat index_select is much faster than multi-tensor advanced indexing on CPU
+        idx = (bn * (num_a * num_c) + lab)[:, None] + a_off
+        prob = flat_prob.index_select(0, idx.reshape(-1)).reshape(-1, num_a)
+        prob = prob.to(dt).clamp(0, 1)                                  # (P, A)
+        pred = flat_boxes.index_select(0, bn).reshape(-1, num_a, 4).to(dt)
+        iou = _iou_aligned(flat_gts.index_select(0, bg).to(dt)[:, None, :], pred)  # (P, A)
         for out, xi in zip(outs, xis):
             out[s:s + step] = (prob.pow(1.0 - xi) * iou.pow(xi)).amax(dim=-1)
     return outs
@@ -210,8 +296,12 @@ def quality_scores(cls_prob: Tensor, boxes: Tensor, points: Tensor, gt_bboxes: T
 # ----------------------------------------------------------------------------------------
 # Top-K, Gaussian MLE, importance, normalisation (Eq. 2-4) -- dense (B, G, N) pieces
 # ----------------------------------------------------------------------------------------
-def _topk_mask_low_index_ties(key: Tensor, k: int) -> Tensor:
-    """Boolean mask of the k largest entries along the last dim, ties -> lower index first."""
+def _topk_mask_low_index_ties(key: Tensor, k: int, floor: Optional[float] = None) -> Tensor:
+    """Boolean mask of the k largest entries along the last dim, ties -> lower index first.
+
+    If ``floor`` is given, rows whose k-th value is below ``floor`` select *all* entries at the
+    threshold (callers use this when those entries are masked out afterwards anyway).
+    """
     n = key.shape[-1]
     k = min(int(k), n)
     if k <= 0 or n == 0:
@@ -219,8 +309,17 @@ def _topk_mask_low_index_ties(key: Tensor, k: int) -> Tensor:
     thr = key.topk(k, dim=-1).values[..., -1:]
     above = key > thr
     at = key == thr
-    need = k - above.sum(dim=-1, keepdim=True)
-    return above | (at & (at.cumsum(dim=-1) <= need))
+    out = above | at
+    need = k - torch.count_nonzero(above, dim=-1).unsqueeze(-1)
+    fix = torch.count_nonzero(at, dim=-1).unsqueeze(-1) > need     # more ties than free slots
+    if floor is not None:
+        fix &= thr >= floor
+    rows = fix.reshape(-1).nonzero().squeeze(1)
+    if rows.numel():
+        at_r = at.reshape(-1, n).index_select(0, rows)
+        keep = at_r & (at_r.cumsum(dim=-1) <= need.reshape(-1, 1).index_select(0, rows))
+        out.reshape(-1, n)[rows] = above.reshape(-1, n).index_select(0, rows) | keep
+    return out
 
 
 @torch.no_grad()
@@ -239,12 +338,11 @@ def topk_candidates(q: Tensor, inside: Tensor, k: int = 30, mode: str = 'inside'
         (B, G, N) bool; ties broken towards the lower location index.
     """
     if mode == 'inside':
-        key = q.masked_fill(~inside, -1.0)
-    elif mode == 'all_then_mask':
-        key = q
-    else:
-        raise ValueError(f'unknown candidate mode {mode!r}; expected one of {CANDIDATE_MODES}')
-    return _topk_mask_low_index_ties(key, k) & inside
+        # outside -> -1 (< any quality); rows with fewer than K inside keep all inside ones
+        return _topk_mask_low_index_ties(q.masked_fill(~inside, -1.0), k, floor=0.0) & inside
+    if mode == 'all_then_mask':
+        return _topk_mask_low_index_ties(q, k) & inside
+    raise ValueError(f'unknown candidate mode {mode!r}; expected one of {CANDIDATE_MODES}')
 
 
 def _segment_gaussian(seg: Tensor, x: Tensor, num_seg: int) -> Tuple[Tensor, Tensor, Tensor]:
@@ -276,7 +374,8 @@ def fit_gaussian(points: Tensor, selected: Tensor) -> Tuple[Tensor, Tensor]:
     """
     lead = selected.shape[:-1]
     num_n = selected.shape[-1]
-    flat = selected.reshape(-1, num_n) != 0
+    flat = selected.reshape(-1, num_n)
+    flat = flat if flat.dtype == torch.bool else flat != 0
     seg, n = flat.nonzero(as_tuple=True)
     pts = points.to(device=selected.device, dtype=torch.float64)
     mu, cov, _ = _segment_gaussian(seg, pts[n], flat.shape[0])
@@ -307,14 +406,19 @@ def gaussian_importance(points: Tensor, mu: Tensor, sigma: Tensor, selected: Ten
         (B, G, N) importance per GT, 0 where not selected.
     """
     out_dtype = out_dtype or _work_dtype(points)
-    pts = points.to(device=mu.device, dtype=torch.float64)
-    mu, sigma = mu.to(torch.float64), sigma.to(torch.float64)
-    dx = pts[:, 0] - mu[..., 0, None]                                   # (B, G, N)
-    dy = pts[:, 1] - mu[..., 1, None]
-    m = _mahalanobis_sq(dx, dy, sigma[..., 0, 0, None], sigma[..., 0, 1, None],
-                        sigma[..., 1, 1, None], ridge)
-    imp = torch.exp(-0.5 * m) * selected.to(torch.float64)
-    return imp.to(out_dtype)
+    num_n = selected.shape[-1]
+    flat = selected.reshape(-1, num_n)
+    flat = flat if flat.dtype == torch.bool else flat != 0
+    seg, n = flat.nonzero(as_tuple=True)
+    pts = points.to(device=selected.device, dtype=torch.float64)
+    mu = mu.reshape(-1, 2).to(torch.float64)
+    sig = sigma.reshape(-1, 4).to(torch.float64)
+    d = pts.index_select(0, n) - mu.index_select(0, seg)
+    s = sig.index_select(0, seg)
+    m = _mahalanobis_sq(d[:, 0], d[:, 1], s[:, 0], s[:, 1], s[:, 3], ridge)
+    out = torch.zeros(flat.numel(), dtype=out_dtype, device=selected.device)
+    out[seg * num_n + n] = torch.exp(-0.5 * m).to(out_dtype)
+    return out.reshape(selected.shape)
 
 
 @torch.no_grad()
@@ -332,34 +436,50 @@ def normalise_per_level(importance: Tensor, level_index: Tensor, num_levels: int
     nz = (importance != 0).to(importance.dtype)
     counts = importance.new_zeros(importance.shape[0], num_levels)
     counts.index_add_(1, level_index.to(importance.device), nz)
-    return importance / counts[:, level_index].clamp(min=1)
+    return importance / counts.index_select(1, level_index).clamp(min=1)
 
 
 # ----------------------------------------------------------------------------------------
 # Full PGW
 # ----------------------------------------------------------------------------------------
+def _segment_order(seg: Tensor, q: Tensor) -> Tensor:
+    """Permutation ordering pairs by (segment asc, q desc, original position asc).
+
+    ``seg`` must be non-decreasing. For float32 ``q >= 0`` one stable sort of an int64 key
+    ``seg * 2^31 + (2^31 - 1 - bits(q))`` is used (the IEEE bit pattern of a non-negative
+    float is monotone in its value); otherwise two stable sorts.
+    """
+    if q.dtype == torch.float32 and q.numel() and int(seg[-1]) < (1 << 31):
+        # nan -> 0 and -0.0 -> +0.0 so that the bit pattern is monotone
+        bits = (torch.nan_to_num(q, nan=0.0).clamp(min=0) + 0.0).view(torch.int32).long()
+        key = seg * (1 << 31) + ((1 << 31) - 1 - bits)
+        return torch.sort(key, stable=True).indices
+    o1 = torch.sort(q, descending=True, stable=True).indices
+    o2 = torch.sort(seg[o1], stable=True).indices
+    return o1[o2]
+
+
 def _sparse_pgw(cls_prob, boxes, points, gt_bboxes, gt_labels, gt_valid, xis, k, ridge,
-                chunk_elems) -> List[Tensor]:
+                chunk_elems, level_sizes=None) -> List[Tensor]:
     """Max-over-GT importance (B, N) per xi, candidates='inside', working on inside pairs."""
     num_b, num_g = gt_bboxes.shape[:2]
     num_n = points.shape[0]
     dt = _work_dtype(cls_prob)
-    inside = points_inside_boxes(points, gt_bboxes, gt_valid)
-    pb, pg, pn = inside.nonzero(as_tuple=True)       # row-major: sorted by (b, g, n)
+    pb, pg, pn = inside_pairs(points, gt_bboxes, gt_valid, level_sizes)  # sorted (b, g, n)
     quals = _pair_quality(cls_prob, boxes, gt_bboxes, gt_labels, pb, pg, pn, xis, chunk_elems)
     seg = pb * num_g + pg                            # non-decreasing segment id per pair
     num_seg = num_b * num_g
     seg_count = torch.bincount(seg, minlength=num_seg)
     seg_start = torch.cumsum(seg_count, 0) - seg_count
+    # position of every slot of the segment-sorted order inside its segment; since ``seg`` is
+    # non-decreasing, the sorted order has the same segment at every position as ``seg``
+    keep_slot = (torch.arange(seg.numel(), device=seg.device)
+                 - seg_start.index_select(0, seg)) < k
     pts64 = points.to(torch.float64)
     outs = []
     for q in quals:
-        # order pairs by (segment asc, q desc, location asc): two stable sorts
-        o1 = torch.sort(q, descending=True, stable=True).indices
-        o2 = torch.sort(seg[o1], stable=True).indices
-        perm = o1[o2]
-        rank = torch.arange(perm.numel(), device=perm.device) - seg_start[seg[perm]]
-        chosen = perm[rank < k]
+        perm = _segment_order(seg, q)
+        chosen = perm[keep_slot]
         s_seg, s_n, s_b = seg[chosen], pn[chosen], pb[chosen]
         _, cov, d = _segment_gaussian(s_seg, pts64[s_n], num_seg)
         c = cov[s_seg]
@@ -391,7 +511,8 @@ def pgw_masks(cls_prob: Tensor, boxes: Tensor, points: Tensor, level_index: Tens
               num_levels: int, gt_bboxes: Tensor, gt_labels: Tensor, gt_valid: Tensor,
               xis: Sequence[float] = (0.8, 0.6), k: int = 30, candidates: str = 'inside',
               ridge: float = DEFAULT_RIDGE, impl: str = 'auto',
-              chunk_elems: int = DEFAULT_CHUNK_ELEMS) -> List[Tensor]:
+              chunk_elems: int = DEFAULT_CHUNK_ELEMS,
+              level_sizes: Optional[Sequence[Tuple[int, int]]] = None) -> List[Tensor]:
     """PGW masks ``M`` (Eq. 1-4) for several ``xi`` (e.g. ``xi_cls=0.8, xi_reg=0.6``).
 
     The probability gathering and IoUs are computed once and shared by all ``xi``.
@@ -408,6 +529,8 @@ def pgw_masks(cls_prob: Tensor, boxes: Tensor, points: Tensor, level_index: Tens
         ridge: px^2 added to the covariance diagonal (:data:`DEFAULT_RIDGE`).
         impl: ``'sparse'`` / ``'dense'`` / ``'auto'`` (sparse for 'inside', else dense).
         chunk_elems: memory bound for the quality computation.
+        level_sizes: optional ``[(H_l, W_l)]``; lets the sparse implementation enumerate the
+            inside locations per grid rectangle (see :func:`inside_pairs`). Same result.
 
     Returns:
         list of (B, N) masks ``M``, one per xi (float32, float64 for float64 inputs).
@@ -424,7 +547,7 @@ def pgw_masks(cls_prob: Tensor, boxes: Tensor, points: Tensor, level_index: Tens
     gt_valid = gt_valid.to(torch.bool)
     if impl == 'sparse':
         imps = _sparse_pgw(cls_prob, boxes, points, gt_bboxes, gt_labels, gt_valid, xis, k,
-                           ridge, chunk_elems)
+                           ridge, chunk_elems, level_sizes)
     elif impl == 'dense':
         imps = _dense_pgw(cls_prob, boxes, points, gt_bboxes, gt_labels, gt_valid, xis, k,
                           ridge, candidates, chunk_elems)
@@ -437,11 +560,13 @@ def prediction_guided_weighting(cls_prob: Tensor, boxes: Tensor, points: Tensor,
                                 level_index: Tensor, num_levels: int, gt_bboxes: Tensor,
                                 gt_labels: Tensor, gt_valid: Tensor, k: int = 30,
                                 xi: float = 0.8, candidates: str = 'inside',
-                                ridge: float = DEFAULT_RIDGE, impl: str = 'auto') -> Tensor:
+                                ridge: float = DEFAULT_RIDGE, impl: str = 'auto',
+                                level_sizes: Optional[Sequence[Tuple[int, int]]] = None
+                                ) -> Tensor:
     """One PGW mask ``M`` (B, N) for a single ``xi``; see :func:`pgw_masks`."""
     return pgw_masks(cls_prob, boxes, points, level_index, num_levels, gt_bboxes, gt_labels,
                      gt_valid, xis=(xi, ), k=k, candidates=candidates, ridge=ridge,
-                     impl=impl)[0]
+                     impl=impl, level_sizes=level_sizes)[0]
 
 
 def pgw_masks_from_batch(batch, xis: Sequence[float] = (0.8, 0.6), k: int = 30,
@@ -451,7 +576,8 @@ def pgw_masks_from_batch(batch, xis: Sequence[float] = (0.8, 0.6), k: int = 30,
     level_index = batch_level_index(batch.level_sizes, device=batch.teacher_cls_prob.device)
     return pgw_masks(batch.teacher_cls_prob, batch.teacher_boxes, batch.points, level_index,
                      len(batch.level_sizes), batch.gt_bboxes, batch.gt_labels, batch.gt_valid,
-                     xis=xis, k=k, candidates=candidates, ridge=ridge, impl=impl)
+                     xis=xis, k=k, candidates=candidates, ridge=ridge, impl=impl,
+                     level_sizes=batch.level_sizes)
 
 
 class PredictionGuidedWeighting:

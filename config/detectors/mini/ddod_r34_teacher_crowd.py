@@ -10,4 +10,7 @@ model = dict(
     bbox_head=dict(
         num_classes={{_base_.num_classes}},
         in_channels={{_base_.size_width}},
-        feat_channels={{_base_.size_width}}))
+        feat_channels={{_base_.size_width}},
+        # mmcv 2.1's DeformConv2dPack rejects maps smaller than its 3x3 kernel, and P7 of a
+        # 256-px image is 2x2; the mini scale therefore uses DDOD without its DCN (paper: on).
+        use_dcn=False))

@@ -25,8 +25,8 @@ from torch import Tensor, nn
 
 from ..attention import channel_attention, spatial_attention
 from ..inputs import DistillBatch
-from ..pgw import (DEFAULT_RIDGE, batch_level_index, normalise_per_level, pgw_masks_from_batch,
-                   points_inside_boxes)
+from ..pgw import (DEFAULT_RIDGE, batch_level_index, inside_pairs, normalise_per_level,
+                   pgw_masks_from_batch)
 
 __all__ = ['PGDLoss', 'PUBLIC_CODE_LEVEL_WEIGHTS']
 
@@ -111,26 +111,44 @@ class PGDLoss(nn.Module):
         self.branches = tuple(branches)
         self.fg_strategy = fg_strategy
         self.fg_cfg = dict(fg_cfg or {})
-        self._strategy = None
+        self._strategy = None if fg_strategy == 'pgw' else self._build_strategy()
+
+    def _build_strategy(self):
+        """Build the Table-5 strategy now (a misspelt name fails at config time), passing on
+        this loss's own K / candidates / ridge where the strategy takes them, so that
+        ``k=9, fg_strategy='topkeq'`` really selects 9 locations."""
+        import inspect
+
+        from pgd.distill.foreground import STRATEGIES, build_strategy
+        cfg = dict(self.fg_cfg)
+        cls = STRATEGIES.get(str(self.fg_strategy).lower())
+        if cls is not None:
+            accepted = inspect.signature(cls).parameters
+            for key, value in (('k', self.k), ('candidates', self.candidates),
+                               ('ridge', self.ridge)):
+                if key in accepted:
+                    cfg.setdefault(key, value)
+        return build_strategy(self.fg_strategy, **cfg)
 
     # ------------------------------------------------------------------ masks
     def _foreground_masks(self, batch: DistillBatch, xis: List[float]) -> List[Tensor]:
         if self.fg_strategy == 'pgw':
             return pgw_masks_from_batch(batch, xis, k=self.k, candidates=self.candidates,
                                         ridge=self.ridge)
-        if self._strategy is None:
-            from pgd.distill.foreground import build_strategy
-            self._strategy = build_strategy(self.fg_strategy, **self.fg_cfg)
         with torch.no_grad():
+            if hasattr(self._strategy, 'masks'):  # shares the quality between the two xi
+                return [m.detach() for m in self._strategy.masks(batch, xis)]
             return [self._strategy(batch, xi).detach() for xi in xis]
 
     @staticmethod
     def _background_mask(batch: DistillBatch, level_index: Tensor) -> Tensor:
         """N^cls: (B, N) background indicator normalised per image and level."""
         with torch.no_grad():
-            inside = points_inside_boxes(batch.points.to(batch.gt_bboxes.device),
-                                         batch.gt_bboxes, batch.gt_valid.bool())
-            bg = (~inside.any(dim=1)).float()
+            pb, _, pn = inside_pairs(batch.points.to(batch.gt_bboxes.device), batch.gt_bboxes,
+                                     batch.gt_valid.bool(), batch.level_sizes)
+            bg = batch.gt_bboxes.new_ones(batch.num_images, batch.points.shape[0],
+                                          dtype=torch.float32)
+            bg[pb, pn] = 0.0
             return normalise_per_level(bg, level_index, len(batch.level_sizes))
 
     # ------------------------------------------------------------------ per-level terms
