@@ -2,15 +2,19 @@
 
 8 images x 30 GTs, 1333 x 800 input, 5 FPN levels (strides 8..128, N = 22,300 locations),
 A = 1 (ATSS-like) and A = 9 (RetinaNet-like) predictions per location, C = 80 classes.
-Prints timings, the speed-up and the target (>= 20x); asserts nothing except that both give
-the same masks.
+Prints timings, the speed-up, the target (>= 20x) and the max difference between the batched
+masks and the reference; asserts nothing.
 
-    python benchmarks/bench_pgw.py [--device cuda] [--repeats 5]
+    python benchmarks/bench_pgw.py [--device cuda] [--repeats 5] [--threads 1]
+
+The reference is single-threaded NumPy, so the CPU comparison uses one torch thread by default.
+(On an oversubscribed machine torch's OpenMP threads can be 10-40x slower than one thread.)
 """
 from __future__ import annotations
 
 import argparse
 import math
+import os
 import statistics
 import time
 
@@ -79,9 +83,16 @@ def main():
     ap.add_argument('--repeats', type=int, default=5)
     ap.add_argument('--ref-repeats', type=int, default=1)
     ap.add_argument('--k', type=int, default=30)
+    ap.add_argument('--threads', type=int, default=1,
+                    help='torch CPU threads (default 1, like the single-threaded NumPy loop; '
+                         '0 keeps torch\'s default)')
     args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     sync = (torch.cuda.synchronize if args.device.startswith('cuda') else (lambda: None))
-    print(f'device={args.device} torch={torch.__version__} threads={torch.get_num_threads()}')
+    load = os.getloadavg()[0] if hasattr(os, 'getloadavg') else float('nan')
+    print(f'device={args.device} torch={torch.__version__} threads={torch.get_num_threads()} '
+          f'cpus={os.cpu_count()} loadavg(1min)={load:.1f}')
     print(f'target speed-up of batched PGW over the per-GT loop: >= {TARGET_SPEEDUP:.0f}x')
     for num_anchors in (1, 9):
         case = coco_like_batch(num_anchors, device=args.device)
@@ -91,10 +102,13 @@ def main():
         ref_fn = lambda: [pgw_reference(**case, xi=x, k=args.k) for x in xis]  # noqa: E731
         t_ref = _time(ref_fn, args.ref_repeats, sync)
         ref = ref_fn()
-        rows = [('sparse (default)', 'inside', 'sparse'), ('dense pieces', 'inside', 'dense')]
-        for name, cand, impl in rows:
+        sizes = [(math.ceil(800 / s), math.ceil(1333 / s)) for s in (8, 16, 32, 64, 128)]
+        rows = [('sparse+grid (dflt)', 'inside', 'sparse', sizes),
+                ('sparse, no grid', 'inside', 'sparse', None),
+                ('dense pieces', 'inside', 'dense', None)]
+        for name, cand, impl, lsz in rows:
             fn = lambda: pgw_masks(**case, xis=xis, k=args.k, candidates=cand,  # noqa: E731
-                                   impl=impl)
+                                   impl=impl, level_sizes=lsz)
             t = _time(fn, args.repeats, sync)
             out = fn()
             err = max(float(np.abs(o.double().cpu().numpy() - r).max())

@@ -19,6 +19,7 @@ COMMANDS = {
     'train': ('pgd.engine.train', 'train a detector or a distillation run (MMEngine Runner)'),
     'distill': ('pgd.engine.distill', 'train a student with a distillation method'),
     'test': ('pgd.engine.test', 'evaluate a checkpoint, write metrics JSON with provenance'),
+    'tables': ('pgd.tables.cli', 'build paper-style tables (md/tex/csv) from metrics files'),
 }
 
 

@@ -30,7 +30,7 @@ params and run-info come from it. The plan has three layers:
 * **analyses**: Fig. 3 mask-out and Fig. 2 quality maps on trained teachers.
 
 Also a small CLI used by the rules: ``python -m pgd.workflow_plan {tag,guard-workdir,
-check-data,summary}``.
+check-data,summary,describe}`` (``describe CONFIG [OVERLAY...]`` prints the job counts).
 """
 from __future__ import annotations
 
@@ -42,7 +42,7 @@ import math
 import os
 import re
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
@@ -210,6 +210,14 @@ class Run:
 
     def loss_options(self) -> List[str]:
         return [f"{k}={cli_value(v)}" for k, v in self.options]
+
+    def run_info(self) -> Dict[str, object]:
+        """``pgd test --run-info`` of the run itself. It depends on the run only (not on which
+        tables read it), so adding a table row never re-triggers an evaluation; the table
+        rows are written by :func:`tag_metrics`."""
+        return {"run": self.rel, "kind": self.kind, "detector": self.detector,
+                "setting": self.method or self.kind, "variant": self.variant,
+                "seed": self.seed, "backbone": backbone_label(self.model)}
 
 
 @dataclass(frozen=True)
@@ -505,12 +513,6 @@ class Plan:
     def evaluated_runs(self) -> List[Run]:
         """Runs that some table row reads (each evaluated once)."""
         return [self.runs[rel] for rel in dict.fromkeys(r.run for r in self.rows)]
-
-    def primary_row(self, rel: str) -> Row:
-        for row in self.rows:
-            if row.run == rel:
-                return row
-        raise KeyError(f"run {rel!r} is in no table of the {self.scale!r} plan")
 
     def row(self, table: str, detector: str, setting: str, seed: int) -> Row:
         try:

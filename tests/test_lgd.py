@@ -196,6 +196,7 @@ def _total(losses):
 def test_full_forward_backward_keys_and_deployable(student_cfg, at_iter):
     at_iter(0)
     model = _build(student_cfg, freeze_backbone_iters=0, distill_start_iter=0)
+    assert isinstance(model, LabelGuidedSelfDistiller)
     x = torch.rand(2, 3, SIZE, SIZE)
     for batch in (BATCH, [BATCH[0], []]):           # second pass: an image without GT
         model.zero_grad()
@@ -213,6 +214,10 @@ def test_full_forward_backward_keys_and_deployable(student_cfg, at_iter):
             grads = [p.grad for n, p in model.named_parameters() if n.startswith(name)]
             assert any(g is not None and g.abs().sum() > 0 for g in grads), name
             assert all(torch.isfinite(g).all() for g in grads if g is not None), name
+    model.eval()
+    with torch.no_grad():
+        preds = model.predict(x, _samples(BATCH))          # inference = the student alone
+    assert len(preds) == 2 and 'bboxes' in preds[0].pred_instances
     deploy = model.deployable_detector()
     assert deploy is model.student
     assert not any(k.startswith(('lgd.', 'adapter.')) for k in deploy.state_dict())

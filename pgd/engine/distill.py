@@ -81,6 +81,9 @@ def compose(args):
     method_cfg = load_method(args.method)
     if args.method == 'ld':
         return student_path, compose_ld(cfg, method_cfg, args)
+    if args.method == 'lgd':  # teacher-free: no --teacher / --teacher-ckpt
+        from pgd.engine.distill_lgd import compose_lgd
+        return student_path, compose_lgd(cfg, method_cfg, args)
     if not (args.teacher and args.teacher_ckpt):
         raise UserError(f'method {args.method} needs --teacher and --teacher-ckpt')
     if not Path(args.teacher_ckpt).is_file():

@@ -9,6 +9,7 @@ _MODULES = (
     'mmdet.models',
     'pgd.distill.distiller',
     'pgd.distill.losses',
+    'pgd.distill.lgd.detector',
 )
 
 
@@ -16,9 +17,4 @@ def register_all() -> None:
     from mmdet.utils import register_all_modules
     register_all_modules(init_default_scope=True)
     for name in _MODULES:
-        try:
-            importlib.import_module(name)
-        except ModuleNotFoundError as exc:
-            # Only tolerate the optional pgd modules being absent, never a broken import inside.
-            if exc.name != name:
-                raise
+        importlib.import_module(name)

@@ -91,11 +91,11 @@ def run(args) -> int:
         runner = Runner.from_cfg(cfg)
         raw = runner.test()
         metrics = coco_metrics(raw)
-        if not any(k.startswith('coco/') for k in raw):
+        no_detections = not any(k.startswith('coco/') for k in raw)
+        if no_detections:
             # CocoMetric returns nothing when the model output no box above score_thr; a
             # detector that detects nothing has recall 0, so every AP is 0 by definition.
             metrics = {k: 0.0 for k in COCO_KEYS}
-            metrics['no_detections'] = True
         if args.crowd:
             from pgd.evaluation.crowd_metrics import evaluate_crowd
             with open(os.path.join(tmp, 'dets.bbox.json')) as f:
@@ -110,6 +110,7 @@ def run(args) -> int:
             dataset=dataset_info(cfg), device=device, checkpoint=str(ckpt),
             checkpoint_sha256=file_sha256(ckpt)),
         'run': dict(args.run_info or {}),
+        'no_detections': no_detections,
     }
     atomic_write_json(args.out, result)
     print(f'[pgd test] {json.dumps(metrics)} -> {args.out}', flush=True)

@@ -3,10 +3,10 @@
 Per image, per FPN level ``l`` (features ``F`` of shape (C, H, W), teacher ``T``, student ``S``,
 attention maps from :mod:`pgd.distill.attention`, ``P`` (1, H, W), ``A`` (C, H, W))::
 
-    L_fea^cls = sum_{k,i,j} (alpha M^cls + beta N^cls)_{ij} P^T_{ij} A^T_{kij} (F^T - F^S)^2_{kij}  (5)
-    L_fea^reg = sum_{k,i,j} gamma M^reg_{ij} A^T_{kij} (F^T - F^S)^2_{kij}                           (6)
-    L_att^cls = delta/(HW) sum_{ij} |P^T - P^S| + delta/(CHW) sum_{kij} |A^T - A^S|                  (8)
-    L_att^reg = delta / (C sum_{ij} 1_{ij}) sum_{kij} 1_{ij} |A^T - A^S|,  1_{ij} = [M^reg_{ij} != 0] (9)
+    (5) L_fea^cls = sum_{k,i,j} (alpha M^cls + beta N^cls)_ij P^T_ij A^T_kij (F^T - F^S)^2_kij
+    (6) L_fea^reg = sum_{k,i,j} gamma M^reg_ij A^T_kij (F^T - F^S)^2_kij
+    (8) L_att^cls = delta/(HW) sum_ij |P^T - P^S| + delta/(CHW) sum_kij |A^T - A^S|
+    (9) L_att^reg = delta/(C sum_ij 1_ij) sum_kij 1_ij |A^T - A^S|,   1_ij = [M^reg_ij != 0]
 
 ``M^cls`` / ``M^reg`` are the PGW masks (Eq. 1-4) with ``xi_cls`` / ``xi_reg``; ``N^cls`` is the
 background indicator (location centre not strictly inside any GT box) divided by its count on

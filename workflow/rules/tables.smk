@@ -1,0 +1,93 @@
+# Aggregation (local rules): paper tables from tagged metrics files only, figures, claim check
+# and results/<scale>/report.md. `snakemake --report` collects the report() outputs.
+
+
+rule table:
+    # One job per table id, so a changed ablation rebuilds only its table. Tables 5-7 without
+    # their own student row also get Table 1's student rows (their deltas' baseline).
+    input:
+        lambda w: tagged(PLAN.table_input_rows(w.table)),
+    output:
+        md=f"{R}/tables/{{table}}.md",
+        tex=f"{R}/tables/{{table}}.tex",
+        csv=report(f"{R}/tables/{{table}}.csv", caption="../report/table.rst",
+                   category="Tables", labels={"table": "{table}"}),
+    params:
+        py=PYQ,
+        out_dir=lambda w, output: os.path.dirname(output.md),
+    log:
+        f"{LOGS}/tables/{{table}}.log",
+    resources:
+        mem_mb=res("local", "mem_mb"),
+        runtime=res("local", "runtime"),
+    shell:
+        "{params.py} -m pgd tables --out-dir {params.out_dir} --tables {wildcards.table}"
+        " {input} > {log} 2>&1"
+
+
+if PLAN.figure_stems():
+
+    rule figures:
+        # K curve (Table 6a), alpha curves (Table 6b), Fig. 3 mask-out curves and the Table 1
+        # gain bars; mean +- std over seeds, PNG + PDF.
+        input:
+            metrics=tagged(PLAN.figure_input_rows()),
+            mask_out=[f"{R}/analysis/mask_out/{a.stem}.json"
+                      for a in PLAN.analyses_of("mask_out")],
+        output:
+            png=[report(f"{R}/figures/{stem}.png", caption=f"../report/{stem}.rst",
+                        category="Figures", labels={"figure": stem})
+                 for stem in PLAN.figure_stems()],
+            pdf=[f"{R}/figures/{stem}.pdf" for stem in PLAN.figure_stems()],
+        params:
+            py=PYQ,
+            out_dir=lambda w, output: os.path.dirname(output.png[0]),
+            mask_out=lambda w, input: ("--mask-out " + " ".join(input.mask_out)
+                                       if input.mask_out else ""),
+        log:
+            f"{LOGS}/figures.log",
+        resources:
+            mem_mb=res("local", "mem_mb"),
+            runtime=res("local", "runtime"),
+        shell:
+            "{params.py} -m pgd figures --metrics {input.metrics} {params.mask_out}"
+            " --out-dir {params.out_dir} > {log} 2>&1"
+
+
+rule claims:
+    # Each quantitative claim of the paper: holds or not, the numbers, the seed spread.
+    input:
+        tagged(PLAN.rows),
+    output:
+        report(f"{R}/claims.md", caption="../report/claims.rst", category="Claim check"),
+    params:
+        py=PYQ,
+    log:
+        f"{LOGS}/claims.log",
+    resources:
+        mem_mb=res("local", "mem_mb"),
+        runtime=res("local", "runtime"),
+    shell:
+        "{params.py} -m pgd claims --metrics {input} --out {output} > {log} 2>&1"
+
+
+rule summary:
+    input:
+        tables=expand(f"{R}/tables/{{table}}.md", table=PLAN.tables),
+        claims=f"{R}/claims.md",
+        figures=expand(f"{R}/figures/{{stem}}.png", stem=PLAN.figure_stems()),
+    output:
+        f"{R}/report.md",
+    params:
+        py=PYQ,
+        scale=SCALE,
+        synthetic="--synthetic" if PLAN.synthetic_datasets() else "",
+    log:
+        f"{LOGS}/summary.log",
+    resources:
+        mem_mb=res("local", "mem_mb"),
+        runtime=res("local", "runtime"),
+    shell:
+        "{params.py} -m pgd.workflow_plan summary --out {output} --scale {params.scale}"
+        " {params.synthetic} --tables {input.tables} --claims {input.claims}"
+        " --figures {input.figures} > {log} 2>&1"
