@@ -57,18 +57,22 @@ if PLAN.figure_stems():
 rule claims:
     # Each quantitative claim of the paper: holds or not, the numbers, the seed spread.
     input:
-        tagged(PLAN.rows),
+        metrics=tagged(PLAN.rows),
+        mask_out=[f"{R}/analysis/mask_out/{a.stem}.json" for a in PLAN.analyses_of("mask_out")],
     output:
         report(f"{R}/claims.md", caption="../report/claims.rst", category="Claim check"),
     params:
         py=PYQ,
+        mask_out=lambda w, input: ("--mask-out " + " ".join(input.mask_out)
+                                   if input.mask_out else ""),
     log:
         f"{LOGS}/claims.log",
     resources:
         mem_mb=res("local", "mem_mb"),
         runtime=res("local", "runtime"),
     shell:
-        "{params.py} -m pgd claims --metrics {input} --out {output} > {log} 2>&1"
+        "{params.py} -m pgd claims --metrics {input.metrics} {params.mask_out} --out {output}"
+        " > {log} 2>&1"
 
 
 rule summary:
