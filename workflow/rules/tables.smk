@@ -21,8 +21,9 @@ rule table:
         mem_mb=res("local", "mem_mb"),
         runtime=res("local", "runtime"),
     shell:
-        "{params.py} -m pgd tables --out-dir {params.out_dir} --tables {wildcards.table}"
-        " {input} > {log} 2>&1"
+        # metrics before --tables: that option takes a list and would swallow them
+        "{params.py} -m pgd tables --out-dir {params.out_dir} {input}"
+        " --tables {wildcards.table} > {log} 2>&1"
 
 
 if PLAN.figure_stems():
