@@ -53,8 +53,27 @@ def settle_runtime(cfg, args):
     cfg.randomness = dict(seed=args.seed, deterministic=device == 'cpu')
     cfg.launcher = 'pytorch' if world_size() > 1 else 'none'
     cfg.env_cfg.dist_cfg = dict(backend='nccl' if device == 'cuda' else 'gloo')
+    if world_size() > 1 and device == 'cpu':
+        setup_cpu_ddp(cfg)
     cfg.resume = (not args.no_resume) and (Path(cfg.work_dir) / 'last_checkpoint').is_file()
     return device
+
+
+def setup_cpu_ddp(cfg) -> None:
+    """DDP on CPU processes (gloo), which MMEngine 0.10 cannot set up by itself: its
+    ``init_dist`` always calls ``torch.cuda.set_device(LOCAL_RANK)`` and its DDP wrapper always
+    passes ``device_ids=[LOCAL_RANK]`` (CPU modules need ``None``). The process group is
+    initialised here (the Runner then skips ``init_dist``) and the wrapper gets
+    ``device_ids=None``; MMEngine's GPU path is left as it is."""
+    import torch.distributed as dist
+    if not dist.is_initialized():
+        dist.init_process_group(backend='gloo')  # env:// from torchrun (RANK, MASTER_ADDR...)
+    wrapper = dict(cfg.get('model_wrapper_cfg') or {})
+    wrapper.setdefault('type', 'MMDistributedDataParallel')
+    wrapper.setdefault('broadcast_buffers', False)
+    wrapper.setdefault('find_unused_parameters', cfg.get('find_unused_parameters', False))
+    wrapper['device_ids'] = None
+    cfg.model_wrapper_cfg = wrapper
 
 
 def export_final_weights(runner, out_path: Path) -> Path:
