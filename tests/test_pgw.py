@@ -10,7 +10,7 @@ from pgd.distill.pgw import (DEFAULT_RIDGE, PredictionGuidedWeighting, fit_gauss
                              gaussian_importance, inside_pairs, normalise_per_level, pgw_masks,
                              points_inside_boxes, prediction_guided_weighting, quality_scores,
                              topk_candidates)
-from pgd.distill.pgw_reference import pgw_reference
+from pgd.distill.pgw_reference import pgw_loop_torch, pgw_loop_torch_multi, pgw_reference
 
 LAYOUTS = ('point', 'atss', 'retina')
 
@@ -98,6 +98,66 @@ def test_matches_loop_reference(seed):
         assert out.dtype == torch.float64
         np.testing.assert_allclose(out.numpy(), refs[cand], rtol=1e-9, atol=1e-12,
                                    err_msg=f'{cand}/{impl}/{lsz}')
+
+
+@pytest.mark.parametrize('prefilter', (False, True))
+@pytest.mark.parametrize('seed', range(60))
+def test_torch_loop_reference_matches_batched(seed, prefilter, monkeypatch):
+    """The plain per-image, per-GT torch loop (the benchmark's speed baseline) gives the same
+    masks as the batched PGW: bit-identical in float32 (the training dtype), to rounding in
+    float64 (its Gaussian sums in a different order), and agrees with the NumPy reference.
+    ``prefilter``: force the exact top-K pre-filter that normally only runs on large batches."""
+    import pgd.distill.pgw as pgw_mod
+    monkeypatch.setattr(pgw_mod, '_TOPK_PREFILTER_MIN_CELLS', 0 if prefilter else 1 << 40)
+    case, k, xi, _ = make_case(seed)
+    case, sizes = _pop_sizes(case)
+    xis = (xi, 0.6)
+    for cand in ('inside', 'all_then_mask'):
+        ref_np = [pgw_reference(**case, xi=x, k=k, candidates=cand) for x in xis]
+        loop64 = pgw_loop_torch_multi(**case, xis=xis, k=k, candidates=cand)
+        for m, r in zip(loop64, ref_np):
+            assert m.dtype == torch.float64
+            np.testing.assert_allclose(m.numpy(), r, rtol=1e-9, atol=1e-12)
+        impls = ((('sparse', sizes), ('sparse', None), ('dense', None)) if cand == 'inside'
+                 else (('dense', None), ))
+        case32 = {key: (v.float() if torch.is_tensor(v) and v.is_floating_point() else v)
+                  for key, v in case.items()}
+        loop32 = pgw_loop_torch_multi(**case32, xis=xis, k=k, candidates=cand)
+        for impl, lsz in impls:
+            out64 = pgw_masks(**case, xis=xis, k=k, candidates=cand, impl=impl, level_sizes=lsz)
+            for a, b in zip(out64, loop64):
+                torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-15)
+            out32 = pgw_masks(**case32, xis=xis, k=k, candidates=cand, impl=impl,
+                              level_sizes=lsz)
+            for a, b in zip(out32, loop32):
+                assert a.dtype == b.dtype == torch.float32
+                assert torch.equal(a, b), f'{cand}/{impl}/{lsz}'
+        single = pgw_loop_torch(**case32, xi=xi, k=k, candidates=cand)
+        assert torch.equal(single, loop32[0])
+
+
+@pytest.mark.parametrize('seed', range(12))
+def test_segment_topk_prefilter_is_exact(seed):
+    """The pre-filtered segmented top-K selects exactly what a full stable sort selects, with
+    heavy ties (few distinct values, zeros, NaN, -0.0) and segments of 0 .. 2000 cells."""
+    from pgd.distill.pgw import _segment_order, _segment_topk
+    g = torch.Generator().manual_seed(seed)
+    num_seg = 40
+    counts = torch.randint(0, 2000, (num_seg, ), generator=g)
+    counts[torch.rand(num_seg, generator=g) < 0.3] = torch.randint(0, 40, (1, ), generator=g)
+    seg = torch.repeat_interleave(torch.arange(num_seg), counts)
+    for dt in (torch.float32, torch.float64):
+        q = torch.randint(0, 6 if seed % 2 else 1000, (seg.numel(), ), generator=g).to(dt) / 7
+        q[torch.rand(seg.numel(), generator=g) < 0.01] = float('nan')
+        q[torch.rand(seg.numel(), generator=g) < 0.01] = -0.0
+        for k in (1, 3, 30):
+            perm = _segment_order(seg, torch.nan_to_num(q, nan=0.0).clamp(min=0) + 0.0)
+            start = torch.cumsum(counts, 0) - counts
+            keep = (torch.arange(seg.numel()) - start[seg]) < k
+            expected = perm[keep]
+            for min_cells in (0, 1 << 40):     # with and without the pre-filter
+                got = _segment_topk(seg, q.clone(), counts, k, prefilter_min_cells=min_cells)
+                assert torch.equal(got, expected), (dt, k, min_cells)
 
 
 @pytest.mark.parametrize('seed', range(0, 60, 3))
