@@ -24,13 +24,13 @@ import logging
 from typing import Dict, List, Optional, Sequence
 
 import torch
-from mmdet.models.detectors.base import BaseDetector
 from mmdet.registry import MODELS
 from mmengine.logging import print_log
 from torch import Tensor, nn
 
 from pgd.distill.head_decoding import decode_head_outputs, head_type
 from pgd.distill.inputs import CapturedFeatures, DistillBatch, pad_gts
+from pgd.distill.student_wrapper import StudentWrapperDetector
 
 
 class _TowerCapture:
@@ -68,7 +68,7 @@ def _strip_prefix_hook(prefix_to_drop: str):
 
 
 @MODELS.register_module()
-class TeacherStudentDistiller(BaseDetector):
+class TeacherStudentDistiller(StudentWrapperDetector):
     """Distil a frozen dense-detector teacher into a student of the same head family.
 
     Args:
@@ -156,18 +156,7 @@ class TeacherStudentDistiller(BaseDetector):
         self.teacher.eval()  # the teacher stays frozen, BN statistics included
         return self
 
-    def deployable_detector(self) -> nn.Module:
-        return self.student
-
     # ------------------------------------------------------------------ forward
-    def extract_feat(self, batch_inputs: Tensor):
-        return self.student.extract_feat(batch_inputs)
-
-    def _forward(self, batch_inputs, batch_data_samples=None):
-        return self.student._forward(batch_inputs, batch_data_samples)
-
-    def predict(self, batch_inputs, batch_data_samples, rescale: bool = True):
-        return self.student.predict(batch_inputs, batch_data_samples, rescale=rescale)
 
     @torch.no_grad()
     def _run_teacher(self, batch_inputs: Tensor):

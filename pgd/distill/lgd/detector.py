@@ -57,13 +57,13 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn as nn
-from mmdet.models.detectors.base import BaseDetector
 from mmdet.registry import MODELS
 from mmdet.structures.bbox import get_box_tensor
 from mmengine.logging import MessageHub, print_log
 from torch import Tensor
 
 from pgd.distill.inputs import pad_gts
+from pgd.distill.student_wrapper import StudentWrapperDetector
 
 from .interaction import InstructiveKnowledge
 
@@ -95,7 +95,7 @@ def _scale_loss(value, weight: float):
 
 
 @MODELS.register_module()
-class LabelGuidedSelfDistiller(BaseDetector):
+class LabelGuidedSelfDistiller(StudentWrapperDetector):
     """Teacher-free LGD around a student detector config.
 
     Args:
@@ -168,18 +168,7 @@ class LabelGuidedSelfDistiller(BaseDetector):
         return (it, resolve(self.distill_start_iter, self.distill_start_ratio),
                 resolve(self.freeze_backbone_iters, self.freeze_backbone_ratio))
 
-    def deployable_detector(self) -> nn.Module:
-        return self.student
-
     # ------------------------------------------------------------------ forward
-    def extract_feat(self, batch_inputs: Tensor):
-        return self.student.extract_feat(batch_inputs)
-
-    def _forward(self, batch_inputs, batch_data_samples=None):
-        return self.student._forward(batch_inputs, batch_data_samples)
-
-    def predict(self, batch_inputs, batch_data_samples, rescale: bool = True):
-        return self.student.predict(batch_inputs, batch_data_samples, rescale=rescale)
 
     def _student_feats(self, batch_inputs: Tensor, freeze_backbone: bool) -> List[Tensor]:
         x = self.student.backbone(batch_inputs)
