@@ -28,6 +28,8 @@ import json
 import os
 from typing import Dict, Iterator, List, Optional, Tuple
 
+from pgd.io import atomic_write_text
+
 BOX_KEYS = {"full": "fbox", "visible": "vbox"}
 
 
@@ -87,12 +89,8 @@ def convert_crowdhuman(odgt: str, images_dir: str, out_json: str, box: str = "fu
                 continue
             ann.update(id=len(coco["annotations"]) + 1, image_id=image_id)
             coco["annotations"].append(ann)
-    out_dir = os.path.dirname(os.path.abspath(out_json))
-    os.makedirs(out_dir, exist_ok=True)
-    tmp = f"{out_json}.tmp-{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as f:  # tmp + replace: never a half-written json
-        json.dump(coco, f, separators=(",", ":"))
-    os.replace(tmp, out_json)
+    # tmp + replace: never a half-written json
+    atomic_write_text(out_json, json.dumps(coco, separators=(",", ":")))
     return {"out_json": out_json, "images": len(coco["images"]),
             "annotations": len(coco["annotations"]),
             "ignore": sum(a["iscrowd"] for a in coco["annotations"]), "dropped": dropped}

@@ -22,14 +22,13 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 import pandas as pd
 
+from pgd.io import atomic_write_text
 from pgd.tables.paper_values import load_paper_values
 
 MISSING = "\u2014"  # em dash
@@ -328,21 +327,6 @@ def build_table(df_agg: pd.DataFrame, table_id: str, spec: Optional[TableSpec] =
 
 # ----------------------------------------------------------------------------- writing
 
-def _atomic_write(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def _full_caption(table_df: pd.DataFrame, caption: str) -> str:
     if table_df.attrs.get("synthetic"):
         return ("SYNTHETIC DATA: the reproduced columns come from runs on a synthetic dataset "
@@ -431,9 +415,9 @@ def write_table(table_df: pd.DataFrame, out_dir, name: str, caption: str) -> Dic
     """Write ``<name>.md``, ``<name>.tex`` and ``<name>.csv`` atomically; return their paths."""
     out = Path(out_dir)
     paths = {"md": out / f"{name}.md", "tex": out / f"{name}.tex", "csv": out / f"{name}.csv"}
-    _atomic_write(paths["md"], to_markdown(table_df, caption))
-    _atomic_write(paths["tex"], to_latex(table_df, caption))
-    _atomic_write(paths["csv"], to_csv(table_df, caption))
+    atomic_write_text(paths["md"], to_markdown(table_df, caption))
+    atomic_write_text(paths["tex"], to_latex(table_df, caption))
+    atomic_write_text(paths["csv"], to_csv(table_df, caption))
     return paths
 
 
