@@ -185,3 +185,14 @@ def test_cli_rejects_bad_difficulty(tmp_path, bad):
         make_data.run(args)
     msg = str(e.value.code)
     assert msg.startswith("error:") and "\n" not in msg
+
+
+def test_largest_elongated_shapes_fit_inside_small_images():
+    # With max_size at its limit, elongated shapes (arrows, ellipses) used to come out longer
+    # than the image side and made placement fail ("high <= 0") at small image sizes.
+    d = synthetic.make_difficulty("shapes", min_size=0.6, max_size=0.7, max_objects=10)
+    for i in range(60):
+        img, objs = synthetic.generate_image("shapes", 0, "train", i, 96, d)
+        for o in objs:
+            x, y, w, h = o["bbox"]
+            assert 0 <= x and 0 <= y and x + w <= 96 and y + h <= 96, o["bbox"]

@@ -422,6 +422,16 @@ def _shape_mask(cls: int, side: float, u: List[float]) -> np.ndarray:
     return mask[y:y + bh, x:x + bw]
 
 
+def _fit_inside(mask: np.ndarray, size: int) -> np.ndarray:
+    """Shrink ``mask`` (keeping its aspect) if an elongated shape is longer than the image."""
+    h, w = mask.shape
+    scale = min(1.0, (size - 2) / max(h, w))
+    if scale >= 1.0:
+        return mask
+    new_wh = (max(1, int(w * scale)), max(1, int(h * scale)))
+    return cv2.resize(mask, new_wh, interpolation=cv2.INTER_NEAREST)
+
+
 def _render_shapes(rng: np.random.Generator, size: int,
                    d: ShapesDifficulty) -> Tuple[np.ndarray, List[dict]]:
     n = int(rng.integers(d.min_objects, d.max_objects + 1))
@@ -439,7 +449,8 @@ def _render_shapes(rng: np.random.Generator, size: int,
     placed = []  # (class, x0, y0, w, h, full pixel count)
     shape_u = rng.random((n, 3)).tolist()
     for k, i in enumerate(order):
-        mask = _shape_mask(int(classes[i]), min(sides[i], size - 4), shape_u[i])
+        mask = _fit_inside(_shape_mask(int(classes[i]), min(sides[i], size - 4), shape_u[i]),
+                           size)
         h, w = mask.shape
         x0 = int(rng.integers(0, size - w + 1))
         y0 = int(rng.integers(0, size - h + 1))
