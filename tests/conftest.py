@@ -16,10 +16,10 @@ os.environ.setdefault('OMP_NUM_THREADS', '2')
 
 @pytest.fixture(scope='session')
 def tiny_shapes(tmp_path_factory) -> Path:
-    """16 train / 8 val SYNTHETIC shapes images at 256 px."""
+    """16 train / 8 val SYNTHETIC shapes images at 160 px (the mini configs' size)."""
     from pgd.data.make_data import make_dataset
     out = tmp_path_factory.mktemp('tiny_shapes')
-    make_dataset('shapes', str(out), num_train=16, num_val=8, image_size=256, seed=3)
+    make_dataset("shapes", str(out), num_train=16, num_val=8, image_size=160, seed=3)
     return out
 
 

@@ -112,6 +112,15 @@ def test_missing_and_corrupt_annotation_files(tmp_path):
     assert res.returncode == 2 and 'corrupt annotation file' in res.stdout
 
 
+def test_synthetic_images_of_another_size_are_refused(tmp_path):
+    from pgd.data.make_data import make_dataset
+    make_dataset('shapes', str(tmp_path / 'd96'), num_train=2, num_val=2, image_size=96, seed=0)
+    res = run_pgd('train', 'mini/atss_r18_student', '--work-dir', tmp_path / 'w',
+                  '--data-root', tmp_path / 'd96')
+    assert res.returncode == 2
+    assert '96-px SYNTHETIC images' in res.stdout and 'image_size=160' in res.stdout
+
+
 def test_ld_runs_through_mmdetections_own_ld_head(tiny_shapes, tmp_path):
     """LD (GFL only) uses mmdet's KnowledgeDistillationSingleStageDetector + LDHead; its
     exported student loads into the plain GFL student config."""

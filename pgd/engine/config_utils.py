@@ -55,6 +55,25 @@ def retarget_data_root(cfg, data_root: str) -> None:
         ev_key = EVALUATORS.get(key)
         if ev_key and ev_key in cfg and 'ann_file' in cfg[ev_key]:
             cfg[ev_key]['ann_file'] = os.path.join(root, ds['ann_file'])
+    check_synthetic_image_size(cfg, Path(root))
+
+
+def check_synthetic_image_size(cfg, data_root: Path) -> None:
+    """A SYNTHETIC dataset must be used at the size it was drawn at: the configs resize to
+    ``image_size``, and resizing 160 px scenes to 256 px would silently change the object
+    scales the mini calibration was done at (and cost 2.5x the compute)."""
+    meta_path = data_root / 'meta.json'
+    if not cfg.get('dataset_is_synthetic', False) or not meta_path.is_file():
+        return
+    try:
+        drawn = int(json.loads(meta_path.read_text())['image_size'])
+    except (ValueError, KeyError, TypeError):
+        return  # not written by make-data; nothing to compare
+    expected = cfg.get('image_size')
+    if expected is not None and int(expected) != drawn:
+        raise UserError(f'{data_root} holds {drawn}-px SYNTHETIC images but the config '
+                        f'resizes to image_size={expected}; regenerate the data with '
+                        f'--image-size {expected} or use a config for {drawn}-px images')
 
 
 def annotation_path(cfg, loader_key: str) -> Path:
