@@ -19,7 +19,9 @@ def tiny_shapes(tmp_path_factory) -> Path:
     """16 train / 8 val SYNTHETIC shapes images at 160 px (the mini configs' size)."""
     from pgd.data.make_data import make_dataset
     out = tmp_path_factory.mktemp('tiny_shapes')
-    make_dataset("shapes", str(out), num_train=16, num_val=8, image_size=160, seed=3)
+    # max_size 0.7 (112 px) so that the tiny val set has large objects (COCO APL defined)
+    make_dataset("shapes", str(out), num_train=16, num_val=8, image_size=160, seed=3,
+                 max_size=0.7)
     return out
 
 

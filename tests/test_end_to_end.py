@@ -156,3 +156,11 @@ def test_lgd_runs_without_a_teacher(tiny_shapes, tmp_path):
     assert 'loss_lgd_distill' in res.stdout and 'loss_lgd_inst' in res.stdout
     final = torch.load(tmp_path / 'lgd' / 'final.pth', map_location='cpu', weights_only=True)
     assert not any('lgd' in k or k.startswith('student.') for k in final['state_dict'])
+
+
+def test_undefined_coco_buckets_are_none_not_minus_100():
+    from pgd.engine.test import coco_metrics
+    raw = {'coco/bbox_mAP': 0.25, 'coco/bbox_mAP_50': 0.5, 'coco/bbox_mAP_75': 0.2,
+           'coco/bbox_mAP_s': 0.1, 'coco/bbox_mAP_m': 0.3, 'coco/bbox_mAP_l': -1.0}
+    got = coco_metrics(raw)
+    assert got['AP'] == 25.0 and got['APS'] == 10.0 and got['APL'] is None

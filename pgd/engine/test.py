@@ -33,11 +33,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def coco_metrics(raw: dict) -> dict:
-    """Runner.test() output (fractions, 'coco/bbox_mAP'...) -> percent with paper names."""
+    """Runner.test() output (fractions, 'coco/bbox_mAP'...) -> percent with paper names.
+
+    pycocotools reports -1 for an area range without any ground truth (e.g. no large objects
+    in a small val set); that is "not defined", written as None, never as -100 %.
+    """
     out = {}
     for name, key in COCO_KEYS.items():
         value = raw.get(f'coco/{key}')
-        out[name] = None if value is None else round(100.0 * float(value), 2)
+        undefined = value is None or float(value) < 0
+        out[name] = None if undefined else round(100.0 * float(value), 2)
     return out
 
 
