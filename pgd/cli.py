@@ -15,6 +15,7 @@ from pgd.errors import UserError
 
 COMMANDS = {
     'make-data': ('pgd.data.make_data', 'write a SYNTHETIC COCO-format dataset'),
+    'split-holdout': ('pgd.data.holdout', 'hold out part of a dataset\'s TRAIN images for tuning'),
     'convert-crowdhuman': ('pgd.data.crowdhuman', 'convert CrowdHuman .odgt to COCO json'),
     'train': ('pgd.engine.train', 'train a detector or a distillation run (MMEngine Runner)'),
     'distill': ('pgd.engine.distill', 'train a student with a distillation method'),

@@ -10,7 +10,7 @@ params and run-info come from it. The plan has three layers:
       teacher/<dataset>/<det>_<model>/seed<S>
       student/<dataset>/<det>_<model>/seed<S>
       distill/<dataset>/<det>_<student>/<teacher|self>/<method>/<variant>/seed<S>
-      teacher_free/<dataset>/<det>_<student>/<method>/seed<S>
+      teacher_free/<dataset>/<det>_<student>/<method>/<variant>/seed<S>
 
   A run is trained and evaluated **once**, however many tables use it. Distillation runs get
   the method's full option set explicitly (``method_defaults`` merged with
@@ -202,7 +202,7 @@ class Run:
         if self.kind == "distill":
             return (f"distill/{self.dataset}/{name}/{self.teacher}/{self.method}/"
                     f"{self.variant}/seed{self.seed}")
-        return f"teacher_free/{self.dataset}/{name}/{self.method}/seed{self.seed}"
+        return f"teacher_free/{self.dataset}/{name}/{self.method}/{self.variant}/seed{self.seed}"
 
     @property
     def student_backbone(self) -> str:
@@ -289,6 +289,13 @@ class Plan:
             if ds["kind"] != "external" and ds.get("root"):
                 raise ConfigError(f"datasets.{name}.root: only for kind 'external' (synthetic "
                                   f"data goes to data_dir)")
+            if (ds["kind"] == "holdout") != ("of" in ds):
+                raise ConfigError(f"datasets.{name}.of: required for kind 'holdout' and only "
+                                  f"allowed there")
+            if ds["kind"] == "holdout" and self.datasets.get(ds["of"], {}).get("kind") in (
+                    None, "holdout", "external"):
+                raise ConfigError(f"datasets.{name}.of: {ds['of']!r} must be a synthetic "
+                                  f"dataset of this config")
 
     def is_synthetic(self, dataset: str) -> bool:
         return self.datasets[dataset]["kind"] != "external"
@@ -306,9 +313,22 @@ class Plan:
             return f"{self.data_root(dataset)}/meta.json"
         return f"results/{self.scale}/data/{dataset}.ok"
 
-    def synthetic_datasets(self) -> List[str]:
+    def used_datasets(self) -> set:
+        """Datasets some run trains on, plus the sources of used held-out splits."""
         used = {r.dataset for r in self.runs.values()}
-        return [d for d in self.datasets if d in used and self.is_synthetic(d)]
+        return used | {self.datasets[d]["of"] for d in used
+                       if self.datasets[d]["kind"] == "holdout"}
+
+    def synthetic_datasets(self) -> List[str]:
+        """Datasets made by `pgd make-data` (held-out splits excluded)."""
+        used = self.used_datasets()
+        return [d for d in self.datasets if d in used and self.is_synthetic(d)
+                and self.datasets[d]["kind"] != "holdout"]
+
+    def holdout_datasets(self) -> List[str]:
+        """Datasets made by `pgd split-holdout` from another dataset's train split."""
+        used = self.used_datasets()
+        return [d for d in self.datasets if d in used and self.datasets[d]["kind"] == "holdout"]
 
     def external_datasets(self) -> List[str]:
         used = {r.dataset for r in self.runs.values()}
@@ -565,7 +585,8 @@ class Plan:
         out["evaluate"] = len(self.evaluated_runs())
         out["tag"] = len(self.rows)
         out["tables"] = len(self.tables)
-        out["datasets"] = len(self.synthetic_datasets()) + len(self.external_datasets())
+        out["datasets"] = (len(self.synthetic_datasets()) + len(self.external_datasets())
+                           + len(self.holdout_datasets()))
         out["mask_out"] = len(self.analyses_of("mask_out"))
         out["quality_maps"] = len(self.analyses_of("quality_maps"))
         return out

@@ -184,3 +184,23 @@ def test_competitor_method_trains_a_step_on_every_detector(method, det):
     total.backward()
     opt.step()
     assert all(p.grad is None for p in model.teacher.parameters())
+
+
+def test_global_loss_scale_multiplies_only_the_distillation_terms():
+    x = torch.rand(2, 3, SIZE, SIZE)
+    batch = samples([[[10, 12, 70, 100], [60, 20, 120, 60]], []])
+    got = {}
+    for scale in (1.0, 2.5):
+        torch.manual_seed(0)
+        model = MODELS.build(dict(
+            type='TeacherStudentDistiller', student=model_cfg('mini/atss_r18_student'),
+            teacher=model_cfg('mini/atss_r34_teacher'), distill_losses=PGD, loss_scale=scale))
+        model.init_weights()
+        model.train()
+        got[scale] = {k: float(sum(v) if isinstance(v, list) else v)
+                      for k, v in model.loss(x, batch).items()}
+    distill_keys = [k for k in got[1.0] if k.startswith('loss_pgd')]
+    assert distill_keys and any(got[1.0][k] > 0 for k in distill_keys)
+    for key, value in got[1.0].items():
+        factor = 2.5 if key in distill_keys else 1.0
+        assert got[2.5][key] == pytest.approx(factor * value, rel=1e-5), key

@@ -80,12 +80,15 @@ class TeacherStudentDistiller(StudentWrapperDetector):
             and is called as ``loss(batch: DistillBatch)`` returning a dict of named terms.
         init_student_from_teacher: copy neck/head parameters from the teacher where names and
             shapes match (the official PGD code and FGD do this).
+        loss_scale: one global factor on every distillation loss term (the method's published
+            relative weights unchanged); the mini scale tunes it per method on held-out
+            training images (``pgd distill --loss-scale``).
         data_preprocessor: defaults to the student's.
     """
 
     def __init__(self, student: dict, teacher: dict, teacher_ckpt: Optional[str] = None,
                  distill_losses: Optional[Dict[str, dict]] = None,
-                 init_student_from_teacher: bool = True,
+                 init_student_from_teacher: bool = True, loss_scale: float = 1.0,
                  data_preprocessor: Optional[dict] = None, init_cfg=None, train_cfg=None,
                  test_cfg=None):
         student = copy.deepcopy(student)
@@ -96,6 +99,7 @@ class TeacherStudentDistiller(StudentWrapperDetector):
         self.teacher = MODELS.build(teacher)
         self.teacher_ckpt = teacher_ckpt
         self.init_student_from_teacher = init_student_from_teacher
+        self.loss_scale = float(loss_scale)
         for p in self.teacher.parameters():
             p.requires_grad_(False)
         self.teacher.eval()
@@ -178,6 +182,9 @@ class TeacherStudentDistiller(StudentWrapperDetector):
                 overlap = set(terms) & set(losses)
                 if overlap:
                     raise KeyError(f'distillation loss {name} returned duplicate keys {overlap}')
+                if self.loss_scale != 1.0:
+                    terms = {k: v * self.loss_scale if 'loss' in k else v
+                             for k, v in terms.items()}
                 losses.update(terms)
         return losses
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import math
 from pathlib import Path
 
 METHOD_ROOT = Path(__file__).resolve().parents[2] / 'config' / 'distill'
@@ -30,7 +31,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument('--teacher-ckpt', help='trained teacher weights (e.g. its final.pth)')
     p.add_argument('--method', required=True, help=f'one of config/distill/*.py')
     p.add_argument('--loss-options', nargs='+', action=DictAction, default=None,
-                   help='override the method hyper-parameters, e.g. k=15 alpha=0.05')
+                   help='override the method hyper-parameters, e.g. k=15 alpha=0.05; '
+                   'loss_scale=S multiplies all of the method\'s distillation losses')
     p.add_argument('--no-init-from-teacher', action='store_true',
                    help="do not copy matching neck/head weights from the teacher")
     add_common_arguments(p)
@@ -73,12 +75,34 @@ def method_losses(method_cfg, detector: str, loss_options: dict | None) -> dict:
     return losses.to_dict()
 
 
+def split_loss_scale(args) -> None:
+    """Move ``loss_scale`` out of ``args.loss_options`` into ``args.loss_scale`` (default 1).
+
+    It is the one option every method has: a global factor on all of the method's
+    distillation losses, its published relative weights unchanged (the mini scale tunes it per
+    method on held-out training images, config/tuning.yaml). Being a loss option, it takes part
+    in the workflow's run names and defaults like any other."""
+    from pgd.errors import UserError
+    options = dict(args.loss_options or {})
+    raw = options.pop('loss_scale', 1.0)
+    try:
+        scale = float(raw)
+    except (TypeError, ValueError):
+        scale = float('nan')
+    if not (math.isfinite(scale) and scale > 0):
+        raise UserError(f'loss_scale must be a positive number, got {raw!r}')
+    args.loss_options = options or None
+    args.loss_scale = scale
+
+
 def compose(args):
     """The full runnable config of a distillation run (an mmengine Config)."""
     from pgd.engine.config_utils import load_config
     from pgd.errors import UserError
     student_path, cfg = load_config(args.student)
     method_cfg = load_method(args.method)
+    split_loss_scale(args)
+    scale = args.loss_scale
     if args.method == 'ld':
         return student_path, compose_ld(cfg, method_cfg, args)
     if args.method == 'lgd':  # teacher-free: no --teacher / --teacher-ckpt
@@ -100,11 +124,13 @@ def compose(args):
         teacher=teacher_cfg.model,
         teacher_ckpt=str(args.teacher_ckpt),
         init_student_from_teacher=not args.no_init_from_teacher,
+        loss_scale=scale,
         distill_losses=method_losses(method_cfg, detector, args.loss_options))
     if 'optim_wrapper' in method_cfg:
         cfg.optim_wrapper.update(method_cfg.optim_wrapper)
     cfg.distill = dict(method=args.method, detector=detector, teacher=str(args.teacher),
-                       loss_options=dict(args.loss_options or {}))
+                       loss_options=dict(args.loss_options or {}),
+                       loss_scale=args.loss_scale)
     if args.cfg_options:
         cfg.merge_from_dict(args.cfg_options)
     return student_path, cfg
@@ -127,8 +153,10 @@ def compose_ld(cfg, method_cfg, args):
     model['bbox_head'].update(method_cfg.ld_head)
     if args.loss_options:
         model['bbox_head']['loss_ld'].update(args.loss_options)
+    model['bbox_head']['loss_ld']['loss_weight'] *= args.loss_scale
     cfg.distill = dict(method='ld', detector=detector, teacher=str(args.teacher),
-                       loss_options=dict(args.loss_options or {}))
+                       loss_options=dict(args.loss_options or {}),
+                       loss_scale=args.loss_scale)
     if args.cfg_options:
         cfg.merge_from_dict(args.cfg_options)
     return cfg

@@ -44,6 +44,9 @@ def compose_lgd(cfg, method_cfg, args):
     if getattr(args, 'teacher', None) or getattr(args, 'teacher_ckpt', None):
         print_log('LGD is teacher-free: --teacher/--teacher-ckpt are ignored', 'current')
     params = lgd_params(method_cfg, detector, getattr(args, 'loss_options', None))
+    # the global scale acts on the distillation term (Eq. 7), not on the instructive
+    # features' own detection loss
+    params['loss_weight'] *= getattr(args, 'loss_scale', 1.0)
     cfg.model = dict(type='LabelGuidedSelfDistiller', student=cfg.model, **params)
     # The frozen backbone (early iterations) gets no gradient; DDP must tolerate that.
     cfg.model_wrapper_cfg = dict(type='MMDistributedDataParallel',
@@ -54,7 +57,8 @@ def compose_lgd(cfg, method_cfg, args):
         imports.append(LGD_MODULE)
     cfg.custom_imports = dict(imports=imports, allow_failed_imports=False)
     cfg.distill = dict(method='lgd', detector=detector, teacher=None,
-                       loss_options=dict(getattr(args, 'loss_options', None) or {}))
+                       loss_options=dict(getattr(args, 'loss_options', None) or {}),
+                       loss_scale=getattr(args, 'loss_scale', 1.0))
     if getattr(args, 'cfg_options', None):
         cfg.merge_from_dict(args.cfg_options)
     return cfg

@@ -1,5 +1,6 @@
-# Datasets: synthetic ones are generated (`pgd make-data`, output DIR/meta.json); external
-# ones (COCO, CrowdHuman at paper scale) are only checked, writing a stamp file.
+# Datasets: synthetic ones are generated (`pgd make-data`, output DIR/meta.json); held-out
+# splits of their train images are cut by `pgd split-holdout` (same marker); external ones
+# (COCO, CrowdHuman at paper scale) are only checked, writing a stamp file.
 
 
 rule make_data:
@@ -30,6 +31,29 @@ rule make_data:
         " --num-train {params.num_train} --num-val {params.num_val}"
         " --image-size {params.image_size} --seed {params.seed} {params.difficulty}"
         " > {log} 2>&1"
+
+
+rule split_holdout:
+    input:
+        lambda w: PLAN.data_marker(config["datasets"][w.dataset]["of"]),
+    output:
+        f"{config['data_dir']}/{SCALE}/{{dataset}}/meta.json",
+    wildcard_constraints:
+        dataset=_alternatives(PLAN.holdout_datasets()),
+    params:
+        py=PYQ,
+        src=lambda w, input: os.path.dirname(input[0]),
+        out=lambda w, output: os.path.dirname(output[0]),
+        fraction=lambda w: config["datasets"][w.dataset]["fraction"],
+        seed=lambda w: config["datasets"][w.dataset]["seed"],
+    log:
+        f"{LOGS}/data/{{dataset}}.log",
+    resources:
+        mem_mb=res("local", "mem_mb"),
+        runtime=res("local", "runtime"),
+    shell:
+        "{params.py} -m pgd split-holdout --src {params.src} --out {params.out}"
+        " --fraction {params.fraction} --seed {params.seed} > {log} 2>&1"
 
 
 rule check_data:

@@ -41,7 +41,7 @@ rule distill_teacher_free:
     output:
         f"{RUNS}/teacher_free/{{run}}/final.pth",
     wildcard_constraints:
-        run="[^/]+/[^/]+/[^/]+/seed[0-9]+",
+        run="[^/]+/[^/]+/[^/]+/[^/]+/seed[0-9]+",
     params:
         **distill_params("teacher_free"),
     log:
