@@ -16,12 +16,12 @@ os.environ.setdefault('OMP_NUM_THREADS', '2')
 
 @pytest.fixture(scope='session')
 def tiny_shapes(tmp_path_factory) -> Path:
-    """16 train / 8 val SYNTHETIC shapes images at 160 px (the mini configs' size)."""
+    """16 train / 8 val SYNTHETIC shapes images at 128 px (the mini configs' size)."""
     from pgd.data.make_data import make_dataset
     out = tmp_path_factory.mktemp('tiny_shapes')
-    # max_size 0.7 (112 px) so that the tiny val set has large objects (COCO APL defined)
-    make_dataset("shapes", str(out), num_train=16, num_val=8, image_size=160, seed=3,
-                 max_size=0.7)
+    # max_size 0.85 (109 px) so that the tiny val set has large objects (COCO APL defined)
+    make_dataset("shapes", str(out), num_train=16, num_val=8, image_size=128, seed=3,
+                 max_size=0.85)
     return out
 
 

@@ -214,7 +214,7 @@ def random_detector(tmp_path_factory):
     from pgd.engine.config_utils import load_config
     from pgd.engine.registry import register_all
     root = tmp_path_factory.mktemp('analysis')
-    make_dataset('shapes', str(root / 'data'), num_train=8, num_val=4, image_size=160, seed=0)
+    make_dataset('shapes', str(root / 'data'), num_train=8, num_val=4, image_size=128, seed=0)
     register_all()
     from mmdet.registry import MODELS
     _, cfg = load_config('mini/atss_r18_student')

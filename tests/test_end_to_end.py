@@ -118,7 +118,7 @@ def test_synthetic_images_of_another_size_are_refused(tmp_path):
     res = run_pgd('train', 'mini/atss_r18_student', '--work-dir', tmp_path / 'w',
                   '--data-root', tmp_path / 'd96')
     assert res.returncode == 2
-    assert '96-px SYNTHETIC images' in res.stdout and 'image_size=160' in res.stdout
+    assert '96-px SYNTHETIC images' in res.stdout and 'image_size=128' in res.stdout
 
 
 def test_ld_runs_through_mmdetections_own_ld_head(tiny_shapes, tmp_path):

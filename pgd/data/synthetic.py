@@ -185,7 +185,7 @@ def _validate(d: Difficulty) -> None:
         need(getattr(d, name) <= 1, f"{name} must be in [0, 1]")
     if isinstance(d, ShapesDifficulty):
         need(1 <= d.min_objects <= d.max_objects, "need 1 <= min_objects <= max_objects")
-        need(0 < d.min_size < d.max_size <= 0.7, "need 0 < min_size < max_size <= 0.7")
+        need(0 < d.min_size < d.max_size <= 0.9, "need 0 < min_size < max_size <= 0.9")
         need(d.occlusion_limit < 1, "occlusion_limit must be < 1")
         need(d.clutter_color_match <= 1, "clutter_color_match must be in [0, 1]")
     else:

@@ -9,7 +9,7 @@ data_root = 'data/synthetic_shapes/'
 classes = ('circle', 'square', 'triangle', 'star', 'cross', 'ring', 'hexagon', 'arrow',
            'crescent', 'ellipse')
 num_classes = 10
-image_size = 160  # must equal the generated images (`make-data --image-size`); checked at load
+image_size = 128  # must equal the generated images (`make-data --image-size`); checked at load
 backend_args = None
 
 train_pipeline = [

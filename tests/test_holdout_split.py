@@ -1,0 +1,92 @@
+"""`pgd split-holdout` and the `holdout` dataset kind used to tune loss scales on TRAIN images."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from pgd.data.holdout import split_holdout
+from pgd.data.make_data import make_dataset
+from pgd.errors import UserError
+from pgd import workflow_plan as wp
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def source(tmp_path_factory):
+    out = tmp_path_factory.mktemp("src") / "shapes"
+    make_dataset("shapes", str(out), num_train=20, num_val=4, image_size=96, seed=1)
+    return out
+
+
+def _ids(path):
+    doc = json.loads(Path(path).read_text())
+    return {im["id"] for im in doc["images"]}, {a["image_id"] for a in doc["annotations"]}, doc
+
+
+def test_split_is_a_partition_of_train_and_never_touches_val(source, tmp_path):
+    res = split_holdout(str(source), str(tmp_path / "h"), fraction=0.25, seed=0)
+    assert (res["num_fit"], res["num_held_out"]) == (15, 5)
+    fit, fit_ann_imgs, fit_doc = _ids(tmp_path / "h/annotations/synthetic_shapes_train.json")
+    held, held_ann_imgs, held_doc = _ids(tmp_path / "h/annotations/synthetic_shapes_val.json")
+    train, _, train_doc = _ids(source / "annotations/synthetic_shapes_train.json")
+    assert fit | held == train and not fit & held
+    assert fit_ann_imgs <= fit and held_ann_imgs <= held
+    n_ann = len(fit_doc["annotations"]) + len(held_doc["annotations"])
+    assert n_ann == len(train_doc["annotations"])
+    # both parts read the source's TRAIN images; the val images are not reachable
+    for part in ("train", "val"):
+        assert (tmp_path / "h" / part).resolve() == (source / "train").resolve()
+    meta = json.loads((tmp_path / "h/meta.json").read_text())
+    assert meta["synthetic"] is True and meta["holdout"]["num_held_out"] == 5
+    assert "HELD-OUT" in held_doc["info"]["description"]
+
+
+def test_split_is_deterministic_and_seeded(source, tmp_path):
+    a = split_holdout(str(source), str(tmp_path / "a"), 0.25, seed=0)
+    b = split_holdout(str(source), str(tmp_path / "b"), 0.25, seed=0)
+    c = split_holdout(str(source), str(tmp_path / "c"), 0.25, seed=1)
+    held = {k: _ids(tmp_path / k / "annotations/synthetic_shapes_val.json")[0] for k in "abc"}
+    assert a["num_fit"] == b["num_fit"] == c["num_fit"] == 15
+    assert held["a"] == held["b"] and held["a"] != held["c"]
+
+
+@pytest.mark.parametrize("fraction", [0.0, 1.0, 0.001])
+def test_bad_fractions_are_user_errors(source, tmp_path, fraction):
+    with pytest.raises(UserError):
+        split_holdout(str(source), str(tmp_path / "x"), fraction)
+
+
+def _tuning_plan(**change):
+    cfg = yaml.safe_load((REPO / "config/tuning.yaml").read_text())
+    cfg["datasets"]["shapes_holdout"].update(change)
+    return wp.Plan(cfg, config_root=None)
+
+
+def test_tuning_plan_trains_and_scores_only_on_the_holdout_split():
+    plan = _tuning_plan()
+    assert {r.dataset for r in plan.runs.values()} == {"shapes_holdout"}
+    assert plan.holdout_datasets() == ["shapes_holdout"] and plan.synthetic_datasets() == ["shapes"]
+    scales = {}
+    for r in plan.runs.values():
+        if r.method:
+            scales.setdefault(r.method, set()).add(dict(r.options)["loss_scale"])
+    # the same grid (budget) for every method, PGD included
+    assert set(scales) == {"defeat", "frs", "fgfi", "fkd", "fgd", "pgd", "ld", "lgd"}
+    assert len({frozenset(v) for v in scales.values()}) == 1
+
+
+def test_tuning_uses_the_mini_dataset_and_resources():
+    mini = yaml.safe_load((REPO / "config/config.yaml").read_text())
+    tuning = yaml.safe_load((REPO / "config/tuning.yaml").read_text())
+    assert tuning["datasets"]["shapes"] == mini["datasets"]["shapes"]
+    assert tuning["resources"] == mini["resources"]
+    assert tuning["config_dir"] == mini["config_dir"]
+
+
+def test_holdout_needs_a_synthetic_source():
+    with pytest.raises(wp.ConfigError, match="of"):
+        _tuning_plan(of="nosuch")
