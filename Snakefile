@@ -47,3 +47,4 @@ rule all:
         expand(f"{R}/tables/{{table}}.{{ext}}", table=PLAN.tables, ext=["md", "tex", "csv"]),
         expand(f"{R}/figures/{{stem}}.{{ext}}", stem=PLAN.figure_stems(), ext=["png", "pdf"]),
         [f"{R}/figures/fig2_quality/{a.stem}" for a in PLAN.analyses_of("quality_maps")],
+        [f"{R}/loss_scales.csv"] if PLAN.tuning_tables() else [],

@@ -21,6 +21,7 @@ COMMANDS = {
     'distill': ('pgd.engine.distill', 'train a student with a distillation method'),
     'test': ('pgd.engine.test', 'evaluate a checkpoint, write metrics JSON with provenance'),
     'tables': ('pgd.tables.cli', 'build paper-style tables (md/tex/csv) from metrics files'),
+    'tuning-summary': ('pgd.tables.tuning', 'per-method loss-scale search -> one CSV'),
     'figures': ('pgd.analysis.figures', 'K/alpha curves, mask-out curves, Table 1 gain bars'),
     'claims': ('pgd.analysis.claims', "check the paper's quantitative claims on the runs"),
     'mask-out': ('pgd.analysis.mask_out', 'Fig. 3: AP after masking the top-X%% quality predictions'),

@@ -557,6 +557,10 @@ class Plan:
                  and r.student_backbone in bbs]
         return own + extra
 
+    def tuning_tables(self) -> List[str]:
+        """``tune_<method>`` tables: the loss-scale search of config/tuning.yaml."""
+        return [t for t in self.tables if t.startswith("tune_")]
+
     def figure_stems(self) -> List[str]:
         have = set(self.tables) | {a.name for a in self.analyses}
         return [stem for stem, need in FIGURES.items() if need in have]

@@ -90,3 +90,20 @@ def test_tuning_uses_the_mini_dataset_and_resources():
 def test_holdout_needs_a_synthetic_source():
     with pytest.raises(wp.ConfigError, match="of"):
         _tuning_plan(of="nosuch")
+
+
+def test_tuning_summary_picks_the_best_held_out_scale_ties_towards_one():
+    from pgd.tables.tuning import summarise, to_csv
+
+    def rec(table, setting, ap, det="atss"):
+        return {"table": table, "detector": det, "setting": setting, "AP": ap, "AP50": 2 * ap,
+                "run": f"{table}/{setting}", "git_commit": "abc"}
+
+    rows = summarise([rec("tune_pgd", "loss_scale=0.2", 5.0), rec("tune_pgd", "loss_scale=1", 6.0),
+                      rec("tune_pgd", "loss_scale=5", 6.0), rec("tune_fgd", "loss_scale=0.2", 7.0),
+                      rec("tune_fgd", "loss_scale=1", 4.0), rec("tune_fgd", "student", 3.0)])
+    chosen = {r["method"]: r["loss_scale"] for r in rows if r["chosen"]}
+    assert chosen == {"pgd": 1.0, "fgd": 0.2}
+    gains = {(r["method"], r["loss_scale"]): r["gain_vs_student"] for r in rows}
+    assert gains[("fgd", 0.2)] == 4.0 and gains[("pgd", 1.0)] == 3.0
+    assert to_csv(rows).startswith("# SYNTHETIC")

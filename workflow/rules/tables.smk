@@ -55,6 +55,28 @@ if PLAN.figure_stems():
             " --out-dir {params.out_dir} > {log} 2>&1"
 
 
+if PLAN.tuning_tables():
+
+    localrules: tuning_summary
+
+    rule tuning_summary:
+        # The loss-scale search (config/tuning.yaml) as one CSV with the chosen scale per method.
+        input:
+            tagged([r for t in PLAN.tuning_tables() for r in PLAN.rows_of(t)]),
+        output:
+            report(f"{R}/loss_scales.csv", caption="../report/table.rst", category="Tables",
+                   labels={"table": "loss scales"}),
+        params:
+            py=PYQ,
+        log:
+            f"{LOGS}/tuning_summary.log",
+        resources:
+            mem_mb=res("local", "mem_mb"),
+            runtime=res("local", "runtime"),
+        shell:
+            "{params.py} -m pgd tuning-summary --metrics {input} --out {output} > {log} 2>&1"
+
+
 rule claims:
     # Each quantitative claim of the paper: holds or not, the numbers, the seed spread.
     input:
