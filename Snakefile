@@ -36,7 +36,7 @@ include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/tables.smk"
 
 
-localrules: all, check_data, split_holdout, tag_metrics, table, figures, claims, summary
+localrules: all, check_data, split_holdout, tag_metrics, table, claims, summary
 
 
 rule all:

@@ -28,6 +28,8 @@ rule table:
 
 if PLAN.figure_stems():
 
+    localrules: figures
+
     rule figures:
         # K curve (Table 6a), alpha curves (Table 6b), Fig. 3 mask-out curves and the Table 1
         # gain bars; mean +- std over seeds, PNG + PDF.
