@@ -50,12 +50,16 @@ reference in :mod:`pgd.distill.pgw_reference`:
   with the location inside the box are materialised (``P`` pairs; with ``level_sizes`` they
   are enumerated as runs of consecutive locations -- the rows of each box's grid rectangle --
   without any (B, G, N) tensor, see :func:`inside_pairs`); quality (mmdet's aligned IoU
-  written out on coordinate planes, bit-identical), a segmented top-K and the Gaussian fit work
+  written out elementwise, bit-identical; for A = 1 on the interleaved (x1, y1, x2, y2) rows,
+  see :func:`_aligned_iou`), a segmented top-K and the Gaussian fit work
   on those pairs, so memory and time scale with ``P * A`` instead of ``B * G * N * A``. The
   top-K is one stable sort of an int64 ``(pair's GT, quality bits)`` key; on large batches an
   exact pre-filter (k-th largest maximum of 16-pair groups, see :func:`_segment_topk`) first
   drops the pairs that cannot be in any top-K, so only a few per GT are sorted. A NaN quality
-  counts as 0 (both dtypes).
+  counts as 0 (both dtypes). The top-K, the Gaussian fit and the normalisation (Eq. 4, done
+  on the selected locations only, :func:`_normalise_at`) run once for all ``xi`` together,
+  the masks of ``xi_x`` being the segments ``x * B * G + (b * G + g)``; within a segment the
+  order (hence the tie-breaking and the float64 summation order) is that of one ``xi`` alone.
 * ``impl='dense'``: built from the public pieces :func:`quality_scores`,
   :func:`topk_candidates`, :func:`fit_gaussian`, :func:`gaussian_importance` and
   :func:`normalise_per_level` on (B, G, N) tensors (used for ``'all_then_mask'`` and by the
@@ -85,6 +89,9 @@ DEFAULT_CHUNK_ELEMS = 1 << 24
 #: returned to and re-faulted from the OS, which cost up to half of its CPU time with glibc
 #: malloc (measured on the COCO-sized benchmark: 28 -> 17 ms, ~4,400 -> 0 page faults).
 SPARSE_CHUNK_ELEMS = 1 << 16
+#: With A = 1, half of that: the (rows, 4) box temporaries of a block then stay in a 1 MB L2
+#: cache (measured on that benchmark: ~1.5-2.5 ms less of ~20 ms; no gain for A = 9).
+SPARSE_CHUNK_ELEMS_A1 = 1 << 15
 
 
 def _work_dtype(t: Tensor) -> torch.dtype:
@@ -191,12 +198,26 @@ def _grid_rows(points: Tensor, gt_bboxes: Tensor, gt_valid: Tensor,
 
 
 def _expand_rows(row_seg: Tensor, row_bn0: Tensor, row_w: Tensor) -> Tuple[Tensor, Tensor]:
-    """Runs -> per-cell (segment, flat (image, location) index), sorted by (segment, bn)."""
-    num_cells = int(row_w.sum()) if row_w.numel() else 0
-    row_cs = torch.cumsum(row_w, 0) - row_w                                 # first cell of row
-    seg = torch.repeat_interleave(row_seg, row_w, output_size=num_cells)
-    bn = (torch.repeat_interleave(row_bn0 - row_cs, row_w, output_size=num_cells)
-          + torch.arange(num_cells, device=row_w.device))
+    """Runs -> per-cell (segment, flat (image, location) index), sorted by (segment, bn).
+
+    Both are running sums: ``bn`` grows by 1 from cell to cell except at the first cell of a
+    row, where it jumps to the row's start; ``seg`` changes only at row starts. So each is one
+    ``cumsum`` of a constant array with the jumps written at the row starts -- about 2x faster
+    on CPU than ``repeat_interleave`` (which builds and gathers through a (P,) index) plus an
+    ``arange``, and it touches fewer (P,) temporaries.
+    """
+    row_end = torch.cumsum(row_w, 0)
+    num_cells = int(row_end[-1]) if row_w.numel() else 0
+    rows = (row_w > 0).nonzero().squeeze(1)                 # empty rows have no first cell
+    start, bn0, w, sg = (t.index_select(0, rows) for t in (row_end - row_w, row_bn0, row_w,
+                                                           row_seg))
+    # jump of bn at a row start: this row's first bn minus the previous row's last bn
+    bn_jump = torch.cat([bn0[:1], bn0[1:] - (bn0[:-1] + w[:-1] - 1)])
+    seg_jump = torch.cat([sg[:1], sg[1:] - sg[:-1]])
+    ones = torch.ones(num_cells, dtype=torch.long, device=row_w.device)
+    bn = ones.index_copy_(0, start, bn_jump).cumsum_(0)
+    zeros = torch.zeros(num_cells, dtype=torch.long, device=row_w.device)
+    seg = zeros.index_copy_(0, start, seg_jump).cumsum_(0)
     return seg, bn
 
 
@@ -262,45 +283,83 @@ def _iou_with_gts(gx1: Tensor, gy1: Tensor, gx2: Tensor, gy2: Tensor, gt_area: T
     return overlap.div_(union)
 
 
+def _gather_rows4(table: Tensor, idx: Tensor) -> Tensor:
+    """``table.index_select(0, idx)`` for a contiguous (M, 4) table.
+
+    Rows of four float32 (16 bytes) are gathered as 1-D complex128 elements: ~3-5x faster on
+    CPU than the 2-D ``index_select`` (which copies row by row). Bit-identical (pure copy)."""
+    if (table.element_size() == 4 and table.is_contiguous()
+            and table.storage_offset() % 4 == 0):
+        return table.view(torch.complex128).view(-1).index_select(0, idx).view(
+            table.dtype).view(-1, 4)
+    return table.index_select(0, idx)
+
+
+def _aligned_iou(gt: Tensor, gt_area: Tensor, pred: Tensor) -> Tensor:
+    """IoU of row ``r`` of ``gt`` (R, 4) with row ``r`` of ``pred`` (R, 4), both contiguous
+    xyxy, given the GT areas ``gt_area`` (R,) -> (R,).
+
+    Exactly mmdet's ``bbox_overlaps(gt, pred, mode='iou', is_aligned=True, eps=1e-6)``: the
+    same elementwise operations (each exactly rounded) in the same order, so bit-identical.
+    Written on the interleaved (R, 4) rows instead of per-coordinate columns, because strided
+    (stride-4) or (R, 2)-shaped operands are not vectorised on CPU (~5-10x slower per element):
+    ``x2 - x1`` and ``y2 - y1`` of all rows are one contiguous subtraction of the flat buffer
+    and itself shifted by two elements (its entries ``4r`` and ``4r + 1`` are row ``r``'s
+    width and height, the other two are unused), so only the final products are strided.
+    """
+    lt = torch.maximum(gt, pred).view(-1)              # entries 4r, 4r+1: max(x1), max(y1)
+    rb = torch.minimum(gt, pred).view(-1)              # entries 4r+2, 4r+3: min(x2), min(y2)
+    wh = rb[2:].sub_(lt[:-2]).clamp_(min=0)            # 4r: w, 4r+1: h (rb - lt, clamped)
+    overlap = wh[0::4] * wh[1::4]
+    flat = pred.view(-1)
+    pwh = flat[2:] - flat[:-2]
+    union = (pwh[0::4] * pwh[1::4]).add_(gt_area).sub_(overlap)       # (area1 + area2) - ov
+    union = torch.maximum(union, union.new_tensor([1e-6]))
+    return overlap.div_(union)
+
+
 def _cell_quality(cls_prob: Tensor, boxes: Tensor, gt_bboxes: Tensor, gt_labels: Tensor,
                   seg: Tensor, bn: Tensor, xis: Sequence[float],
-                  chunk_elems: int = DEFAULT_CHUNK_ELEMS) -> List[Tensor]:
-    """Quality (max over A) of the cells (segment ``seg = b * G + g``, ``bn = b * N + n``),
-    one (P,) tensor per xi."""
+                  chunk_elems: int = DEFAULT_CHUNK_ELEMS) -> Tensor:
+    """Quality (max over A) of the cells (segment ``seg = b * G + g``, ``bn = b * N + n``):
+    (len(xis), P), row ``x`` for ``xis[x]``."""
     dt = _work_dtype(cls_prob)
     num_pairs, num_a = bn.numel(), cls_prob.shape[2]
-    outs = [cls_prob.new_empty(num_pairs, dtype=dt) for _ in xis]
+    outs = cls_prob.new_empty((len(xis), num_pairs), dtype=dt)
     step = max(1, chunk_elems // max(1, num_a))
     num_b, num_n, _, num_c = cls_prob.shape
     labels = gt_labels.clamp(min=0).reshape(-1)
     flat_prob = cls_prob.reshape(-1)
-    flat_boxes = boxes.reshape(num_b * num_n, num_a * 4)
-    # gathering 16-byte rows (A = 1, float32) is ~3x faster as 1-D complex128 elements
-    box_rows = (flat_boxes.view(torch.complex128).view(-1)
-                if num_a * 4 * flat_boxes.element_size() == 16 and flat_boxes.is_contiguous()
-                and flat_boxes.storage_offset() % 4 == 0 else None)
-    gts = gt_bboxes.reshape(-1, 4).to(dt)
-    # per-GT columns (contiguous, so gathering them per cell is a cheap 1-D index_select)
-    g_cols = [gts[:, i].contiguous() for i in range(4)]
-    g_cols.append((gts[:, 2] - gts[:, 0]) * (gts[:, 3] - gts[:, 1]))        # mmdet's area1
-    a_off = torch.arange(num_a, device=bn.device) * num_c
+    gts = gt_bboxes.reshape(-1, 4).to(dt).contiguous()
+    g_area = (gts[:, 2] - gts[:, 0]) * (gts[:, 3] - gts[:, 1])               # mmdet's area1
+    if num_a == 1:
+        # one row of 4 coordinates per (image, location): IoU on interleaved rows
+        pred_rows = boxes.reshape(num_b * num_n, 4).to(dt).contiguous()
+    else:
+        # per-GT columns broadcast over the A predictions of a cell (gathering a GT row per
+        # (cell, prediction) for the interleaved-row IoU costs more than it saves for A = 9)
+        flat_boxes = boxes.reshape(num_b * num_n, num_a * 4)
+        g_cols = [gts[:, i].contiguous() for i in range(4)] + [g_area]
+        a_off = torch.arange(num_a, device=bn.device) * num_c
     for s in range(0, num_pairs, step):
         cb, cs = bn[s:s + step], seg[s:s + step]
         # flat index_select is much faster than multi-tensor advanced indexing on CPU
         idx = (cb * (num_a * num_c)).add_(labels.index_select(0, cs))
-        if num_a > 1:
-            idx = (idx[:, None] + a_off).reshape(-1)
+        if num_a == 1:
+            prob = flat_prob.index_select(0, idx).to(dt).clamp_(0, 1)              # (P,)
+            iou = _aligned_iou(_gather_rows4(gts, cs), g_area.index_select(0, cs),
+                               _gather_rows4(pred_rows, cb))
+            for out, xi in zip(outs, xis):
+                torch.mul(prob.pow(1.0 - xi), iou.pow(xi), out=out[s:s + step])
+            continue
+        idx = (idx[:, None] + a_off).reshape(-1)
         prob = flat_prob.index_select(0, idx).view(-1, num_a).to(dt).clamp_(0, 1)  # (P, A)
-        pred = (flat_boxes.index_select(0, cb) if box_rows is None else
-                box_rows.index_select(0, cb).view(flat_boxes.dtype)).view(-1, num_a, 4).to(dt)
-        gx1, gy1, gx2, gy2, g_area = (c.index_select(0, cs)[:, None] for c in g_cols)
-        iou = _iou_with_gts(gx1, gy1, gx2, gy2, g_area, pred)                # (P, A)
+        pred = flat_boxes.index_select(0, cb).view(-1, num_a, 4).to(dt)
+        gx1, gy1, gx2, gy2, g_ar = (c.index_select(0, cs)[:, None] for c in g_cols)
+        iou = _iou_with_gts(gx1, gy1, gx2, gy2, g_ar, pred)                # (P, A)
         for out, xi in zip(outs, xis):
             q = prob.pow(1.0 - xi).mul_(iou.pow(xi))
-            if num_a > 1:
-                torch.amax(q, dim=-1, out=out[s:s + step])
-            else:
-                out[s:s + step] = q.view(-1)
+            torch.amax(q, dim=-1, out=out[s:s + step])
     return outs
 
 
@@ -309,8 +368,8 @@ def _pair_quality(cls_prob: Tensor, boxes: Tensor, gt_bboxes: Tensor, gt_labels:
                   chunk_elems: int = DEFAULT_CHUNK_ELEMS) -> List[Tensor]:
     """Quality (max over A) of the (image pb, GT pg, location pn) pairs, one (P,) per xi."""
     num_g, num_n = gt_bboxes.shape[1], cls_prob.shape[1]
-    return _cell_quality(cls_prob, boxes, gt_bboxes, gt_labels, pb * num_g + pg, pb * num_n + pn,
-                         xis, chunk_elems)
+    return list(_cell_quality(cls_prob, boxes, gt_bboxes, gt_labels, pb * num_g + pg,
+                              pb * num_n + pn, xis, chunk_elems))
 
 
 def _dense_raw_quality(cls_prob: Tensor, boxes: Tensor, gt_bboxes: Tensor, gt_labels: Tensor,
@@ -541,6 +600,28 @@ def normalise_per_level(importance: Tensor, level_index: Tensor, num_levels: int
 # ----------------------------------------------------------------------------------------
 # Full PGW
 # ----------------------------------------------------------------------------------------
+#: On CPU, torch sorts a 1-D int64 tensor with a radix sort (fbgemm) only from this many
+#: elements on (``at::internal::GRAIN_SIZE``); below, a comparison sort runs, ~3x slower per key
+#: from ~10k keys (measured: 16k keys 0.97 ms, the same padded to 32,768 keys 0.68 ms; 31.7k
+#: keys 1.96 vs 0.77 ms).
+_CPU_RADIX_SORT_MIN = 1 << 15
+
+
+def _stable_argsort(key: Tensor) -> Tensor:
+    """``torch.sort(key, stable=True).indices`` of a 1-D int64 ``key``.
+
+    On CPU, a key array of 12k-32k elements is padded with copies of its maximum up to
+    :data:`_CPU_RADIX_SORT_MIN` so that torch takes its (faster) radix sort: the stable sort
+    puts the padding after every real key, so the first ``n`` indices are the same
+    permutation. Only a speed matter (any device, any size gives the same result).
+    """
+    n = key.numel()
+    if key.device.type == 'cpu' and (3 * _CPU_RADIX_SORT_MIN) // 8 <= n < _CPU_RADIX_SORT_MIN:
+        pad = key.max().expand(_CPU_RADIX_SORT_MIN - n)
+        return torch.sort(torch.cat([key, pad]), stable=True).indices[:n]
+    return torch.sort(key, stable=True).indices
+
+
 def _segment_order(seg: Tensor, q: Tensor) -> Tensor:
     """Permutation ordering pairs by (segment asc, q desc, original position asc).
 
@@ -552,7 +633,7 @@ def _segment_order(seg: Tensor, q: Tensor) -> Tensor:
         # nan -> 0 and -0.0 -> +0.0 so that the bit pattern is monotone
         bits = (torch.nan_to_num(q, nan=0.0).clamp(min=0) + 0.0).view(torch.int32).long()
         key = seg * (1 << 31) + ((1 << 31) - 1 - bits)
-        return torch.sort(key, stable=True).indices
+        return _stable_argsort(key)
     o1 = torch.sort(q, descending=True, stable=True).indices
     o2 = torch.sort(seg[o1], stable=True).indices
     return o1[o2]
@@ -617,9 +698,40 @@ def _segment_topk(seg: Tensor, q: Tensor, seg_count: Tensor, k: int,
     return chosen if cand is None else cand.index_select(0, chosen)
 
 
+def _normalise_at(out: Tensor, pos: Tensor, level_index: Tensor, num_levels: int,
+                  num_n: int) -> Tensor:
+    """:func:`normalise_per_level` of the flat (M * N,) ``out`` (in place), given positions
+    ``pos`` (duplicates allowed) outside of which ``out`` is 0.
+
+    Same values (the same division by the same count), but it only touches the few selected
+    positions instead of making several passes over all M * N locations. Each distinct
+    position is counted once: every occurrence writes its own tag ``-1 - i`` into ``out``
+    itself (exact in float32 below 2^24 positions; no M * N scratch array, whose fresh pages
+    would page-fault) and the occurrence that reads its own tag back represents the position;
+    the normalised values are written over the tags afterwards.
+    """
+    num = pos.numel()
+    if num == 0:
+        return out
+    vals = out.index_select(0, pos)
+    occ = torch.arange(num, device=pos.device)
+    if num < (1 << 24):
+        tag = (-1 - occ).to(out.dtype)
+        first = out.index_put_((pos, ), tag).index_select(0, pos) == tag
+    else:
+        owner = torch.empty(out.numel(), dtype=torch.long, device=pos.device)
+        first = owner.index_put_((pos, ), occ).index_select(0, pos) == occ
+    img = torch.div(pos, num_n, rounding_mode='floor')
+    key = img * num_levels + level_index.index_select(0, pos - img * num_n)
+    counts = torch.bincount(key[first & (vals != 0)],
+                            minlength=out.numel() // num_n * num_levels)
+    div = counts.to(out.dtype).clamp(min=1).index_select(0, key)
+    return out.index_put_((pos, ), vals / div)       # duplicates write the same value
+
+
 def _sparse_pgw(cls_prob, boxes, points, gt_bboxes, gt_labels, gt_valid, xis, k, ridge,
-                chunk_elems, level_sizes=None) -> List[Tensor]:
-    """Max-over-GT importance (B, N) per xi, candidates='inside', working on inside cells."""
+                chunk_elems, level_sizes, level_index, num_levels) -> List[Tensor]:
+    """PGW masks (B, N) per xi (Eq. 1-4), candidates='inside', working on inside cells."""
     num_b, num_g = gt_bboxes.shape[:2]
     num_n = points.shape[0]
     num_seg = num_b * num_g
@@ -627,22 +739,32 @@ def _sparse_pgw(cls_prob, boxes, points, gt_bboxes, gt_labels, gt_valid, xis, k,
     if num_seg == 0 or k <= 0:
         return [cls_prob.new_zeros((num_b, num_n), dtype=dt) for _ in xis]
     seg, bn, seg_count = _inside_cells(points, gt_bboxes, gt_valid, level_sizes)
-    quals = _cell_quality(cls_prob, boxes, gt_bboxes, gt_labels, seg, bn, xis,
-                          min(chunk_elems, SPARSE_CHUNK_ELEMS))
-    pts64 = points.to(torch.float64)
-    outs = []
-    for q in quals:
-        chosen = _segment_topk(seg, q, seg_count, k)
-        s_seg, s_bn = seg.index_select(0, chosen), bn.index_select(0, chosen)
-        s_n = s_bn - torch.div(s_bn, num_n, rounding_mode='floor') * num_n
-        _, cov, d = _segment_gaussian(s_seg, pts64.index_select(0, s_n), num_seg)
-        c = cov.index_select(0, s_seg)
-        m = _mahalanobis_sq(d[:, 0], d[:, 1], c[:, 0], c[:, 1], c[:, 2], ridge)
-        imp = torch.exp(-0.5 * m).to(dt)
-        out = torch.zeros(num_b * num_n, dtype=dt, device=d.device)
-        out.scatter_reduce_(0, s_bn, imp, reduce='amax', include_self=True)
-        outs.append(out.view(num_b, num_n))
-    return outs
+    num_x, num_cells = len(xis), seg.numel()
+    out = cls_prob.new_zeros((num_x * num_b * num_n, ), dtype=dt)
+    if num_cells == 0:
+        return list(out.view(num_x, num_b, num_n))
+    qual = _cell_quality(cls_prob, boxes, gt_bboxes, gt_labels, seg, bn, xis,
+                         min(chunk_elems, SPARSE_CHUNK_ELEMS if cls_prob.shape[2] > 1
+                             else SPARSE_CHUNK_ELEMS_A1))                         # (X, P)
+    # All xi at once: the cells of mask x form the segments x * num_seg + (b * G + g), so
+    # the top-K, the Gaussian fit and the normalisation run once over X * P cells (one set of
+    # ops instead of one per xi, and sorts large enough for torch's radix sort). Cells keep
+    # their order inside a segment, so ties and summation orders are those of one xi alone.
+    seg_x = (seg + (torch.arange(num_x, device=seg.device) * num_seg)[:, None]).view(-1)
+    chosen = _segment_topk(seg_x, qual.view(-1), seg_count.repeat(num_x), k)
+    s_seg = seg_x.index_select(0, chosen)
+    s_x = torch.div(chosen, num_cells, rounding_mode='floor')
+    s_bn = bn.index_select(0, chosen - s_x * num_cells)
+    s_n = s_bn - torch.div(s_bn, num_n, rounding_mode='floor') * num_n
+    _, cov, d = _segment_gaussian(s_seg, points.to(torch.float64).index_select(0, s_n),
+                                  num_x * num_seg)
+    c = cov.index_select(0, s_seg)
+    m = _mahalanobis_sq(d[:, 0], d[:, 1], c[:, 0], c[:, 1], c[:, 2], ridge)
+    imp = torch.exp(-0.5 * m).to(dt)
+    pos = s_x * (num_b * num_n) + s_bn                  # flat (x, b, n)
+    out.scatter_reduce_(0, pos, imp, reduce='amax', include_self=True)     # max over GTs
+    _normalise_at(out, pos, level_index, num_levels, num_n)                 # Eq. 4
+    return list(out.view(num_x, num_b, num_n))
 
 
 def _dense_pgw(cls_prob, boxes, points, gt_bboxes, gt_labels, gt_valid, xis, k, ridge,
@@ -699,14 +821,13 @@ def pgw_masks(cls_prob: Tensor, boxes: Tensor, points: Tensor, level_index: Tens
     points = points.detach().to(cls_prob.device)
     level_index = level_index.to(cls_prob.device)
     gt_valid = gt_valid.to(torch.bool)
-    if impl == 'sparse':
-        imps = _sparse_pgw(cls_prob, boxes, points, gt_bboxes, gt_labels, gt_valid, xis, k,
-                           ridge, chunk_elems, level_sizes)
-    elif impl == 'dense':
-        imps = _dense_pgw(cls_prob, boxes, points, gt_bboxes, gt_labels, gt_valid, xis, k,
-                          ridge, candidates, chunk_elems)
-    else:
+    if impl == 'sparse':                 # normalises (Eq. 4) on the selected locations only
+        return _sparse_pgw(cls_prob, boxes, points, gt_bboxes, gt_labels, gt_valid, xis, k,
+                           ridge, chunk_elems, level_sizes, level_index, num_levels)
+    if impl != 'dense':
         raise ValueError(f'unknown impl {impl!r}')
+    imps = _dense_pgw(cls_prob, boxes, points, gt_bboxes, gt_labels, gt_valid, xis, k, ridge,
+                      candidates, chunk_elems)
     return [normalise_per_level(i, level_index, num_levels) for i in imps]
 
 
