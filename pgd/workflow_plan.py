@@ -51,7 +51,7 @@ SCHEMA_PATH = REPO_ROOT / "workflow" / "schemas" / "config.schema.yaml"
 CONFIG_ROOT = REPO_ROOT / "config" / "detectors"
 
 DETECTORS = ("atss", "fcos", "gfl", "ddod", "autoassign")
-DISTILL_METHODS = ("pgd", "fgd", "fgfi", "defeat", "frs", "fkd", "ld")
+DISTILL_METHODS = ("pgd", "fgd", "fgfi", "defeat", "frs", "fkd", "ld", "inherit")
 TEACHER_FREE_METHODS = ("lgd",)
 PAPER_TABLES = ("table1", "table2", "table3", "table4", "table5", "table6a", "table6b",
                 "table7")

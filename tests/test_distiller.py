@@ -204,3 +204,20 @@ def test_global_loss_scale_multiplies_only_the_distillation_terms():
     for key, value in got[1.0].items():
         factor = 2.5 if key in distill_keys else 1.0
         assert got[2.5][key] == pytest.approx(factor * value, rel=1e-5), key
+
+
+def test_inherit_control_is_the_teacher_initialised_student_without_distillation_loss():
+    """config/distill/inherit.py: no distillation term, the student's neck/head start as the
+    teacher's (the same start every feature-distillation run gets)."""
+    from pgd.engine.distill import load_method, method_losses
+    torch.manual_seed(0)
+    model = build('atss', method_losses(load_method('inherit'), 'atss', None))
+    model.init_weights()
+    model.train()
+    assert len(model.distill_losses) == 0
+    t_state = model.teacher.state_dict()
+    for name, param in model.student.state_dict().items():
+        if name.startswith(('neck.', 'bbox_head.')) and t_state[name].shape == param.shape:
+            assert torch.equal(param, t_state[name]), name
+    losses = model.loss(torch.rand(2, 3, SIZE, SIZE), samples([[[10, 12, 70, 100]], []]))
+    assert set(losses) == {'loss_cls', 'loss_bbox', 'loss_centerness'}

@@ -28,7 +28,8 @@ from typing import Dict, List, Mapping, Optional, Sequence
 
 from pgd.errors import UserError
 
-BASE_SETTINGS = ('teacher', 'student')
+# `inherit` is a control (teacher-initialised student, no distillation loss), not a competitor
+BASE_SETTINGS = ('teacher', 'student', 'inherit')
 SWEEP_RE = re.compile(r'^\s*(?P<opt>[A-Za-z_]+)\s*=\s*(?P<val>[-+0-9.eE]+)\s*$')
 #: "roughly halves": AP with the top-1% masked is at most this fraction of the unmasked AP.
 HALVING_FRACTION = 0.6

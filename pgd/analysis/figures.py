@@ -28,7 +28,7 @@ from typing import Dict, List, Optional
 from pgd.errors import UserError
 from pgd.workflow_plan import FIGURES
 
-METHOD_ORDER = ('defeat', 'frs', 'fgfi', 'fkd', 'fgd', 'ld', 'lgd', 'pgd')
+METHOD_ORDER = ('inherit', 'defeat', 'frs', 'fgfi', 'fkd', 'fgd', 'ld', 'lgd', 'pgd')
 DETECTOR_ORDER = ('atss', 'fcos', 'gfl', 'ddod', 'autoassign')
 SWEEP_RE = re.compile(r'^\s*(?P<opt>[A-Za-z_]+)\s*=\s*(?P<val>[-+0-9.eE]+)\s*$')
 #: figure stems, in the workflow's naming (pgd.workflow_plan.FIGURES -> figure_stems()).

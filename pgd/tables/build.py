@@ -42,6 +42,7 @@ DETECTOR_LABELS = {"atss": "ATSS", "fcos": "FCOS", "gfl": "GFL", "ddod": "DDOD",
                    "autoassign": "AutoAssign"}
 SETTING_LABELS = {"teacher": "Teacher", "student": "Student", "defeat": "DeFeat", "frs": "FRS",
                   "fgfi": "FGFI", "fkd": "FKD", "fgd": "FGD", "ld": "LD", "pgd": "Ours (PGD)",
+                  "inherit": "Teacher-init student (control)",
                   "box": "Box", "boxgauss": "BoxGauss", "centre": "Centre", "quality": "Quality",
                   "topkeq": "TopkEq", "kde": "KDE", "pgw": "Ours", "neck": "neck",
                   "cls": "cls", "reg": "reg", "cls+reg": "cls + reg"}
