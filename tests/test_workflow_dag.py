@@ -151,7 +151,7 @@ def test_slurm_profile_dry_run_shows_resources(tmp_path):
 
 BAD_VALUES = {
     "unknown method": (lambda c: c["tables"]["table1"]["methods"]["atss"].append("kdx"),
-                       "tables.table1.methods.atss[6]"),
+                       "tables.table1.methods.atss[7]"),
     "unknown detector": (lambda c: c["tables"]["table1"]["methods"].update(yolo=["pgd"]),
                          "tables.table1.methods: 'yolo'"),
     "K <= 0": (lambda c: c["tables"]["table6a"]["ablation"]["sweep"].update(k=[0, 30]),
