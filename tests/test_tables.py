@@ -204,3 +204,14 @@ def test_unreadable_and_duplicate_files(tmp_path):
     b.write_text(a.read_text())
     with pytest.raises(MetricsFileError, match="same run"):
         load_runs([a, b])
+
+
+def test_extra_rows_join_their_detector_block_controls_after_the_student():
+    from pgd.tables.build import _with_extra_rows
+    rows = [("fcos", "teacher"), ("fcos", "student"), ("fcos", "pgd"),
+            ("atss", "teacher"), ("atss", "student"), ("atss", "pgd")]
+    got = _with_extra_rows(rows, [("atss", "inherit"), ("atss", "k=45"), ("yolo", "pgd"),
+                                  ("fcos", "pgd")])
+    assert got == [("fcos", "teacher"), ("fcos", "student"), ("fcos", "pgd"),
+                   ("atss", "teacher"), ("atss", "student"), ("atss", "inherit"),
+                   ("atss", "pgd"), ("atss", "k=45"), ("yolo", "pgd")]

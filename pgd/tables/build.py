@@ -267,12 +267,35 @@ def _value(entry) -> Optional[float]:
     return entry["mean"] if isinstance(entry, dict) else float(entry)
 
 
+#: Control rows (not methods): shown right after their detector's student row.
+CONTROL_SETTINGS = ("inherit",)
+
+
+def _with_extra_rows(rows: List[Tuple[str, str]], measured: Sequence[Tuple[str, str]]
+                     ) -> List[Tuple[str, str]]:
+    """``rows`` plus the measured (detector, setting) pairs it lacks, each kept in its
+    detector's block: a control right after the student row, anything else at the block's end
+    (a detector without a block gets one at the end)."""
+    out = list(rows)
+    for det, setting in measured:
+        if (det, setting) in out:
+            continue
+        block = [i for i, (d, _) in enumerate(out) if d == det]
+        student = [i for i in block if out[i][1] == "student"]
+        if setting in CONTROL_SETTINGS and student:
+            at = student[0] + 1
+        else:
+            at = block[-1] + 1 if block else len(out)
+        out.insert(at, (det, setting))
+    return out
+
+
 def build_table(df_agg: pd.DataFrame, table_id: str, spec: Optional[TableSpec] = None,
                 paper: bool = True, decimals: int = 1) -> pd.DataFrame:
     """Paper-layout table for ``table_id`` from :func:`aggregate` output.
 
-    Rows follow ``spec.rows`` (default: the paper's order), then any measured (detector,
-    setting) the spec does not list. Columns: ``Detector, Setting, n`` (seeds; min-max when the
+    Rows follow ``spec.rows`` (default: the paper's order); measured (detector, setting) pairs
+    the spec does not list join their detector's block (:func:`_with_extra_rows`). Columns: ``Detector, Setting, n`` (seeds; min-max when the
     metrics differ), one column per metric with ``"mean ± std (+delta)"`` (std only for n > 1,
     delta only outside ``spec.no_delta`` and when the baseline was measured), and, if ``paper``,
     ``"<metric> (paper)"`` columns with the published value and its delta to the paper's own
@@ -283,9 +306,8 @@ def build_table(df_agg: pd.DataFrame, table_id: str, spec: Optional[TableSpec] =
     tables = (table_id,) + tuple(spec.baseline_tables)
     measured = _measured_index(df_agg)
     papers = _paper_index() if paper else {}
-    rows = list(spec.rows)
-    extra = sorted({(d, s) for (t, d, s) in measured if t == table_id} - set(rows))
-    rows += extra
+    rows = _with_extra_rows(list(spec.rows),
+                            sorted({(d, s) for (t, d, s) in measured if t == table_id}))
     labels = {**SETTING_LABELS, **spec.setting_labels}
 
     out, commits, seeds_n, synthetic = [], set(), [], False
