@@ -295,9 +295,10 @@ def build_table(df_agg: pd.DataFrame, table_id: str, spec: Optional[TableSpec] =
     """Paper-layout table for ``table_id`` from :func:`aggregate` output.
 
     Rows follow ``spec.rows`` (default: the paper's order); measured (detector, setting) pairs
-    the spec does not list join their detector's block (:func:`_with_extra_rows`). Columns: ``Detector, Setting, n`` (seeds; min-max when the
-    metrics differ), one column per metric with ``"mean ± std (+delta)"`` (std only for n > 1,
-    delta only outside ``spec.no_delta`` and when the baseline was measured), and, if ``paper``,
+    the spec does not list join their detector's block (:func:`_with_extra_rows`). Columns:
+    ``Detector, Setting, n`` (seeds; min-max when the metrics differ), one column per metric
+    with ``"mean ± std (+delta)"`` (std only for n > 1, delta only outside ``spec.no_delta``
+    and when the baseline was measured), and, if ``paper``,
     ``"<metric> (paper)"`` columns with the published value and its delta to the paper's own
     student row. Missing cells are ``"—"``. ``attrs`` carries ``table_id``, ``synthetic``,
     ``git_commits`` and ``seeds`` (n per row) for the writers.
