@@ -85,7 +85,13 @@ def test_tuning_plan_trains_and_scores_only_on_the_holdout_split():
 def test_tuning_uses_the_mini_dataset_and_resources():
     mini = yaml.safe_load((REPO / "config/config.yaml").read_text())
     tuning = yaml.safe_load((REPO / "config/tuning.yaml").read_text())
-    assert tuning["datasets"]["shapes"] == mini["datasets"]["shapes"]
+    # the same images (generator, size, difficulty, val split), and the tuning's fit part is
+    # as large as the mini train split: loss scales are chosen at the mini training budget
+    # (same number of iterations per epoch and the same schedules)
+    source, mini_shapes = dict(tuning["datasets"]["shapes"]), dict(mini["datasets"]["shapes"])
+    fit = round(source.pop("num_train") * (1 - tuning["datasets"]["shapes_holdout"]["fraction"]))
+    assert fit == mini_shapes.pop("num_train")
+    assert source == mini_shapes
     assert tuning["resources"] == mini["resources"]
     assert tuning["config_dir"] == mini["config_dir"]
 
