@@ -13,12 +13,15 @@ _PACKAGES = ('torch', 'mmcv', 'mmengine', 'mmdet', 'pycocotools', 'numpy')
 
 def git_commit(cwd=None) -> str:
     """HEAD commit of the repository holding ``cwd`` (the package's checkout by default),
-    suffixed with ``-dirty`` when tracked files differ; 'unknown' outside a git checkout."""
+    suffixed with ``-dirty`` when tracked files outside ``results/`` differ (committed results
+    are rewritten by the very runs being stamped, so they say nothing about the code);
+    'unknown' outside a git checkout."""
     cwd = cwd or Path(__file__).resolve().parent
     try:
         head = subprocess.run(['git', 'rev-parse', 'HEAD'], cwd=cwd, capture_output=True,
                               text=True, check=True).stdout.strip()
-        dirty = subprocess.run(['git', 'status', '--porcelain', '--untracked-files=no'],
+        dirty = subprocess.run(['git', 'status', '--porcelain', '--untracked-files=no', '--',
+                                ':(top)', ':(top,exclude)results'],
                                cwd=cwd, capture_output=True, text=True).stdout.strip()
         return head + ('-dirty' if dirty else '')
     except (OSError, subprocess.CalledProcessError):
