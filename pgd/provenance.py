@@ -28,6 +28,18 @@ def git_commit(cwd=None) -> str:
         return 'unknown'
 
 
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def repo_relative(path) -> str:
+    """``path`` relative to the checkout when it lies inside it (result files must not name
+    the machine they were made on), else as given."""
+    try:
+        return Path(path).resolve().relative_to(REPO_ROOT).as_posix()
+    except ValueError:
+        return str(path)
+
+
 def file_sha256(path) -> str:
     h = hashlib.sha256()
     with open(path, 'rb') as f:
@@ -57,7 +69,7 @@ def provenance(config_path=None, config_text: str | None = None, seed=None,
         'seed': seed,
     }
     if config_path is not None:
-        prov['config'] = str(config_path)
+        prov['config'] = repo_relative(config_path)
         prov['config_file_sha256'] = file_sha256(config_path)
     if config_text is not None:
         prov['resolved_config_sha256'] = hashlib.sha256(config_text.encode()).hexdigest()

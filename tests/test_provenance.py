@@ -41,3 +41,12 @@ def test_changed_code_makes_it_dirty(repo):
 
 def test_outside_a_checkout_is_unknown(tmp_path):
     assert git_commit(tmp_path) == 'unknown'
+
+
+def test_config_is_named_relative_to_the_checkout(tmp_path):
+    from pgd.provenance import REPO_ROOT, provenance
+    inside = provenance(REPO_ROOT / 'config' / 'detectors' / 'mini' / 'atss_r18_student.py')
+    assert inside['config'] == 'config/detectors/mini/atss_r18_student.py'
+    outside = tmp_path / 'my_config.py'
+    outside.write_text('x = 1\n')
+    assert provenance(outside)['config'] == str(outside)  # not in the checkout: kept as given

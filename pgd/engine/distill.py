@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import copy
 import math
+import os
 from pathlib import Path
 
 METHOD_ROOT = Path(__file__).resolve().parents[2] / 'config' / 'distill'
@@ -148,7 +149,11 @@ def compose_ld(cfg, method_cfg, args):
         raise UserError('LD needs --teacher and an existing --teacher-ckpt')
     model = cfg.model
     model['type'] = 'KnowledgeDistillationSingleStageDetector'
-    model['teacher_config'] = str(resolve_config(args.teacher))
+    # relative to the working directory where possible: the dumped config is provenance and
+    # must not name the machine (MMDetection loads it at once, from this same directory)
+    teacher_config = resolve_config(args.teacher).resolve()
+    model['teacher_config'] = (os.path.relpath(teacher_config)
+                               if teacher_config.is_relative_to(Path.cwd()) else str(teacher_config))
     model['teacher_ckpt'] = str(args.teacher_ckpt)
     model['bbox_head'].update(method_cfg.ld_head)
     if args.loss_options:
