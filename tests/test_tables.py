@@ -180,6 +180,7 @@ def test_build_all(tmp_path, runs):
         (lambda d: d["run"].pop("setting"), "run.setting"),
         (lambda d: d.__setitem__("metrics", {}), "empty"),
         (lambda d: d["metrics"].__setitem__("AP", "high"), "non-numeric"),
+        (lambda d: d["metrics"].__setitem__("AP", None), "undefined"),
         (lambda d: d["provenance"]["dataset"].pop("synthetic"), "synthetic"),
         (lambda d: d["run"].__setitem__("seed", "0"), "run.seed"),
     ],
@@ -192,6 +193,13 @@ def test_malformed_metrics_file(tmp_path, mutate, message):
     with pytest.raises(MetricsFileError, match=message) as exc:
         load_runs([p])
     assert str(p) in str(exc.value)
+
+
+def test_undefined_metric_is_left_out_not_an_error(tmp_path):
+    # pycocotools' -1 (no ground truth in an area range) is written as None by `pgd test`
+    p = _write(tmp_path, "table1", "atss", "pgd", 0, {"AP": 1.0, "APL": None})
+    df = load_runs([p])
+    assert set(df["metric"]) == {"AP"}
 
 
 def test_unreadable_and_duplicate_files(tmp_path):

@@ -125,9 +125,13 @@ def _validate(path: str, doc) -> None:
     metrics, run, prov = doc["metrics"], doc["run"], doc["provenance"]
     if not metrics:
         fail("'metrics' is empty")
-    bad = [k for k, v in metrics.items() if not _is_number(v)]
+    # None: not defined for this val set (pycocotools' -1, e.g. no large objects); shown as
+    # missing, never as a number
+    bad = [k for k, v in metrics.items() if v is not None and not _is_number(v)]
     if bad:
         fail(f"non-numeric metric value(s) for {bad}")
+    if all(v is None for v in metrics.values()):
+        fail("every metric is undefined (None)")
     for key in RUN_KEYS:
         if key not in run:
             fail(f"missing key 'run.{key}'")
@@ -167,6 +171,8 @@ def load_runs(paths: Iterable) -> pd.DataFrame:
             raise MetricsFileError(f"{path}: same run {key} as {seen[key]}")
         seen[key] = path
         for metric, value in doc["metrics"].items():
+            if value is None:
+                continue
             records.append({
                 "table": run["table"], "detector": run["detector"],
                 "student_backbone": backbone, "setting": run["setting"], "seed": run["seed"],
