@@ -280,7 +280,7 @@ param_scheduler = [
         type='MultiStepLR'),
 ]
 randomness = dict(deterministic=True, seed=1)
-resume = True
+resume = False
 size_backbone = dict(
     base_channels=16,
     depth=18,

@@ -111,7 +111,7 @@ model = dict(
         type='FPN'),
     teacher_ckpt=
     'results/tuning/runs/teacher/shapes_holdout/gfl_r34_teacher/seed0/final.pth',
-    teacher_config='/work/main/config/detectors/mini/gfl_r34_teacher.py',
+    teacher_config='config/detectors/mini/gfl_r34_teacher.py',
     test_cfg=dict(
         max_per_img=100,
         min_bbox_size=0,
