@@ -8,6 +8,8 @@ import subprocess
 from importlib import metadata
 from pathlib import Path
 
+from pgd.paths import REPO_ROOT
+
 _PACKAGES = ('torch', 'mmcv', 'mmengine', 'mmdet', 'pycocotools', 'numpy')
 
 
@@ -26,9 +28,6 @@ def git_commit(cwd=None) -> str:
         return head + ('-dirty' if dirty else '')
     except (OSError, subprocess.CalledProcessError):
         return 'unknown'
-
-
-REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
 def repo_relative(path) -> str:

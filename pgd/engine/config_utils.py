@@ -6,8 +6,9 @@ import os
 from pathlib import Path
 
 from pgd.errors import UserError
+from pgd.paths import REPO_ROOT
 
-CONFIG_ROOT = Path(__file__).resolve().parents[2] / 'config' / 'detectors'
+CONFIG_ROOT = REPO_ROOT / 'config' / 'detectors'
 LOADERS = ('train_dataloader', 'val_dataloader', 'test_dataloader')
 EVALUATORS = {'val_dataloader': 'val_evaluator', 'test_dataloader': 'test_evaluator'}
 # Full JSON validation is cheap for the synthetic/mini files; real COCO train json is ~450 MB,

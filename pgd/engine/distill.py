@@ -14,7 +14,9 @@ import math
 import os
 from pathlib import Path
 
-METHOD_ROOT = Path(__file__).resolve().parents[2] / 'config' / 'distill'
+from pgd.paths import REPO_ROOT
+
+METHOD_ROOT = REPO_ROOT / 'config' / 'distill'
 DETECTOR_NAMES = {'ATSS': 'atss', 'FCOS': 'fcos', 'GFL': 'gfl', 'DDOD': 'ddod',
                   'AutoAssign': 'autoassign'}
 
