@@ -1,0 +1,13 @@
+# Mini scale: the FCOS teacher's longer schedule, 48 epochs with one lr step at epoch 44.
+# At 640 synthetic train images the shared 18-epoch teacher schedule left FCOS only 3.7 AP above
+# its student (teacher 5.2, students 1.47 +- 0.15); 30 epochs reached 6.1, still under the
+# >= 5 AP gap the mini scale is calibrated for (see README "Mini scale"). ATSS/GFL/DDOD keep
+# mini_teacher.py. The student schedule is untouched, so the committed loss-scale tuning holds.
+_base_ = './mini_teacher.py'
+max_epochs = 48
+train_cfg = dict(max_epochs=max_epochs, val_interval=max_epochs)
+param_scheduler = [
+    dict(type='LinearLR', start_factor=0.01, by_epoch=False, begin=0, end=100),
+    dict(type='MultiStepLR', begin=0, end=max_epochs, by_epoch=True,
+         milestones=[44], gamma=0.1)
+]
