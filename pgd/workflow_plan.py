@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import functools
 import hashlib
 import json
 import math
@@ -174,6 +175,27 @@ def fingerprint(*parts) -> str:
     """Short stable hash of a run's defining parameters (see ``guard-workdir``)."""
     blob = json.dumps(parts, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode("utf-8")).hexdigest()[:16]
+
+
+@functools.lru_cache(maxsize=None)
+def config_digest(name: Optional[str], config_root: Optional[Path] = CONFIG_ROOT) -> Optional[str]:
+    """sha256 (16 hex) of detector config ``name`` as MMEngine merges it (``_base_`` chain
+    resolved), for the run fingerprints.
+
+    Without it the fingerprint names the config only, and an edited teacher schedule or
+    student width would leave Snakemake's params trigger (and ``guard-workdir``) satisfied
+    with checkpoints trained under the old settings. Hashing the merged dict rather than the
+    file bytes means an edited comment does not retrain anything, while a change in any base
+    file does. ``None`` (a run without that config) stays ``None``.
+    """
+    if name is None:
+        return None
+    from mmengine.config import Config  # lazy: the planner itself stays pure Python
+    path = Path(name)
+    if not path.is_file():
+        path = Path(config_root if config_root is not None else CONFIG_ROOT) / f"{name}.py"
+    cfg = Config.fromfile(str(path), import_custom_modules=False)
+    return fingerprint(cfg.to_dict())
 
 
 # ----------------------------------------------------------------------------- plan objects

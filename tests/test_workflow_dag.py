@@ -336,6 +336,30 @@ def test_tag_metrics_and_guard_workdir(tmp_path):
     assert not (wd / "epoch_1.pth").exists() and not (wd / "last_checkpoint").exists()
 
 
+def test_config_digest_follows_settings_not_comments(tmp_path):
+    """An edited base schedule must change the run fingerprint (so Snakemake retrains);
+    an edited comment must not."""
+    root = tmp_path / "detectors"
+    (root / "_base_").mkdir(parents=True)
+    (root / "mini").mkdir()
+    base = root / "_base_" / "schedule.py"
+    (root / "mini" / "det.py").write_text("_base_ = ['../_base_/schedule.py']\nwidth = 32\n")
+
+    def digest(schedule_text):
+        base.write_text(schedule_text)
+        wp.config_digest.cache_clear()
+        return wp.config_digest("mini/det", root)
+
+    d18 = digest("max_epochs = 18\n")
+    assert d18 == digest("# a reworded comment\nmax_epochs = 18\n")
+    assert d18 != digest("max_epochs = 48\n")
+    assert wp.config_digest(None, root) is None
+    # the real configs: teacher and student schedules differ
+    wp.config_digest.cache_clear()
+    assert (wp.config_digest("mini/fcos_r34_teacher")
+            != wp.config_digest("mini/fcos_r18_student"))
+
+
 # ----------------------------------------------------------------------------- ablation
 
 def test_ablation_fixture_adds_exactly_its_run(plans):

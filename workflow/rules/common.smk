@@ -101,8 +101,8 @@ def train_params(kind):
     """params of a `pgd train` rule for run kind ``kind`` (teacher | student)."""
     def fp(w):
         r = run_of(kind, w)
-        return wp.fingerprint(r.config, PLAN.data_root(r.dataset), r.seed,
-                              config["cfg_options"]["train"])
+        return wp.fingerprint(r.config, wp.config_digest(r.config, PLAN.config_root),
+                              PLAN.data_root(r.dataset), r.seed, config["cfg_options"]["train"])
     return dict(
         py=PYQ,
         launcher=launcher(res(kind, "gpu")),
@@ -129,7 +129,9 @@ def distill_params(kind):
         r = run_of(kind, w)
         return wp.fingerprint(r.config, r.teacher_config, r.teacher_run, r.method,
                               r.loss_options(), PLAN.data_root(r.dataset), r.seed,
-                              config["cfg_options"]["train"])
+                              config["cfg_options"]["train"],
+                              wp.config_digest(r.config, PLAN.config_root),
+                              wp.config_digest(r.teacher_config, PLAN.config_root))
 
     def loss(w):
         opts = run_of(kind, w).loss_options()
