@@ -33,7 +33,7 @@ launcher = 'none'
 load_from = None
 log_level = 'INFO'
 log_processor = dict(by_epoch=True, type='LogProcessor', window_size=20)
-max_epochs = 18
+max_epochs = 48
 model = dict(
     backbone=dict(
         base_channels=32,
@@ -119,10 +119,10 @@ param_scheduler = [
     dict(
         begin=0,
         by_epoch=True,
-        end=18,
+        end=48,
         gamma=0.1,
         milestones=[
-            16,
+            44,
         ],
         type='MultiStepLR'),
 ]
@@ -217,7 +217,7 @@ test_pipeline = [
         ),
         type='PackDetInputs'),
 ]
-train_cfg = dict(max_epochs=18, type='EpochBasedTrainLoop', val_interval=18)
+train_cfg = dict(max_epochs=48, type='EpochBasedTrainLoop', val_interval=48)
 train_dataloader = dict(
     batch_size=8,
     dataset=dict(
@@ -242,10 +242,19 @@ train_dataloader = dict(
         pipeline=[
             dict(backend_args=None, type='LoadImageFromFile'),
             dict(type='LoadAnnotations', with_bbox=True),
-            dict(keep_ratio=True, scale=(
-                128,
-                128,
-            ), type='Resize'),
+            dict(
+                keep_ratio=True,
+                scale=[
+                    (
+                        96,
+                        96,
+                    ),
+                    (
+                        160,
+                        160,
+                    ),
+                ],
+                type='RandomResize'),
             dict(prob=0.5, type='RandomFlip'),
             dict(type='PackDetInputs'),
         ],
@@ -256,10 +265,19 @@ train_dataloader = dict(
 train_pipeline = [
     dict(backend_args=None, type='LoadImageFromFile'),
     dict(type='LoadAnnotations', with_bbox=True),
-    dict(keep_ratio=True, scale=(
-        128,
-        128,
-    ), type='Resize'),
+    dict(
+        keep_ratio=True,
+        scale=[
+            (
+                96,
+                96,
+            ),
+            (
+                160,
+                160,
+            ),
+        ],
+        type='RandomResize'),
     dict(prob=0.5, type='RandomFlip'),
     dict(type='PackDetInputs'),
 ]
