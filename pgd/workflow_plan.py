@@ -47,10 +47,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
+from pgd.engine.config_utils import CONFIG_ROOT, resolve_config
 from pgd.paths import REPO_ROOT
 
 SCHEMA_PATH = REPO_ROOT / "workflow" / "schemas" / "config.schema.yaml"
-CONFIG_ROOT = REPO_ROOT / "config" / "detectors"
 
 DETECTORS = ("atss", "fcos", "gfl", "ddod", "autoassign")
 DISTILL_METHODS = ("pgd", "fgd", "fgfi", "defeat", "frs", "fkd", "ld", "inherit")
@@ -191,9 +191,7 @@ def config_digest(name: Optional[str], config_root: Optional[Path] = CONFIG_ROOT
     if name is None:
         return None
     from mmengine.config import Config  # lazy: the planner itself stays pure Python
-    path = Path(name)
-    if not path.is_file():
-        path = Path(config_root if config_root is not None else CONFIG_ROOT) / f"{name}.py"
+    path = resolve_config(name, config_root)
     cfg = Config.fromfile(str(path), import_custom_modules=False)
     return fingerprint(cfg.to_dict())
 

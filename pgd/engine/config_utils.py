@@ -16,20 +16,22 @@ EVALUATORS = {'val_dataloader': 'val_evaluator', 'test_dataloader': 'test_evalua
 _FULL_CHECK_BYTES = 64 << 20
 
 
-def known_config_names() -> list:
-    return sorted(str(p.relative_to(CONFIG_ROOT).with_suffix(''))
-                  for p in CONFIG_ROOT.glob('*/*.py') if not p.parent.name.startswith('_'))
+def known_config_names(root: Path = CONFIG_ROOT) -> list:
+    return sorted(str(p.relative_to(root).with_suffix(''))
+                  for p in root.glob('*/*.py') if not p.parent.name.startswith('_'))
 
 
-def resolve_config(name_or_path: str) -> Path:
-    """A config file path, or a name such as ``mini/atss_r18_student`` under config/detectors."""
+def resolve_config(name_or_path: str, root: Path | None = None) -> Path:
+    """A config file path, or a name such as ``mini/atss_r18_student`` under ``root``
+    (config/detectors by default)."""
+    root = Path(root) if root is not None else CONFIG_ROOT
     path = Path(name_or_path)
     if path.is_file():
         return path
-    candidate = CONFIG_ROOT / f'{name_or_path}.py'
+    candidate = root / f'{name_or_path}.py'
     if candidate.is_file():
         return candidate
-    names = known_config_names()
+    names = known_config_names(root)
     detectors = sorted({n.split('/')[-1].split('_')[0] for n in names})
     raise UserError(f"unknown detector/config '{name_or_path}': not a file and not one of "
                     f"config/detectors/<scale>/<name> (detectors: {', '.join(detectors)}; "
