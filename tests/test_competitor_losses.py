@@ -352,7 +352,7 @@ def test_fgfi_matches_direct_computation(normalize, cs):
     num = [0., 0.]
     cnt = [0, 0]
     for lvl, (size, stride) in enumerate(zip(SIZES, STRIDES)):
-        s = adapt_out(m.adapt[lvl], batch.student.neck[lvl].detach())
+        s = F.relu(adapt_out(m.adapt[lvl], batch.student.neck[lvl].detach()))  # conv + ReLU
         t = batch.teacher.neck[lvl].detach()
         for b, boxes in enumerate(TWO_IMAGES):
             mask = _fgfi_mask_direct(boxes, size, stride, 2, 1, [1.0])
@@ -557,7 +557,7 @@ def _nl_direct(block, x):
 def test_fkd_matches_direct_computation(cs):
     torch.manual_seed(5)
     m = FKDLoss(cs, 4, num_levels=2, nonlocal_inter_channels=[2, 2],
-                nonlocal_downsample=[2, 2]).double()
+                nonlocal_downsample=[2, 2], attention_term='paper').double()
     with torch.no_grad():  # non-trivial non-local output (BN affine is zero-initialised)
         for blk in list(m.student_nl) + list(m.teacher_nl):
             blk.W[1].weight.normal_()
@@ -605,7 +605,7 @@ def test_fkd_gradients_identical_features_and_no_gt():
     check_grad_flow(m, batch)
     assert m.teacher_nl[0].W[1].weight.grad is not None  # trainable teacher-side block
     # identical student / teacher and identity adaptation: zero losses, finite gradients
-    m2 = FKDLoss(4, 4, num_levels=2).double()
+    m2 = FKDLoss(4, 4, num_levels=2, attention_term='paper').double()
     with torch.no_grad():
         for conv in list(m2.adapt) + list(m2.nl_adapt):
             conv.weight.zero_()

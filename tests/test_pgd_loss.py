@@ -65,19 +65,27 @@ def select_image(batch, i):
 def test_attention_maps():
     gen = torch.Generator().manual_seed(0)
     f = torch.randn(2, 5, 3, 4, generator=gen)
-    p = spatial_attention(f, 0.8)
+    p = spatial_attention(f, 0.8, 'sum')
     a = channel_attention(f, 0.8)
     assert p.shape == (2, 1, 3, 4) and a.shape == (2, 5, 3, 4)
     torch.testing.assert_close(p.sum(dim=(1, 2, 3)), torch.full((2, ), 12.0))
     torch.testing.assert_close(a.sum(dim=1), torch.full((2, 3, 4), 5.0))
-    # explicit Eq. 7 at one location
+    # explicit Eq. 7 (as printed: channel sum) at one location
     e = torch.exp(f[0].abs().sum(0) / 0.8)
     assert float(p[0, 0, 1, 2]) == pytest.approx(float(12 * e[1, 2] / e.sum()), rel=1e-5)
+    # default: the official code's channel mean (= FGD's spatial attention)
+    em = torch.exp(f[0].abs().mean(0) / 0.8)
+    pm = spatial_attention(f, 0.8)
+    assert float(pm[0, 0, 1, 2]) == pytest.approx(float(12 * em[1, 2] / em.sum()), rel=1e-5)
+    torch.testing.assert_close(pm, spatial_attention(f, 0.8, 'mean'))
+    with pytest.raises(ValueError, match='channel_reduce'):
+        spatial_attention(f, 0.8, 'max')
     ec = torch.exp(f[0, :, 1, 2].abs() / 0.8)
     torch.testing.assert_close(a[0, :, 1, 2], 5 * ec / ec.sum())
     # FGD variants: channel mean and pooled channel attention
     pf = spatial_attention_fgd(f, 0.5)
-    torch.testing.assert_close(pf, spatial_attention(f / 5, 0.5))
+    torch.testing.assert_close(pf, spatial_attention(f / 5, 0.5, 'sum'))
+    torch.testing.assert_close(pf, spatial_attention(f, 0.5))
     ap = channel_attention_pooled(f, 0.5)
     assert ap.shape == (2, 5, 1, 1)
     ecp = torch.exp(f[1].abs().mean(dim=(1, 2)) / 0.5)
@@ -86,7 +94,7 @@ def test_attention_maps():
 
 # ------------------------------------------------------------------ explicit reference
 def manual_loss(batch, loss):
-    """Eq. 5, 6, 8, 9 written per image and per level with explicit sums."""
+    """Eq. 5, 6, 8, 9 (the paper reading) written per image and per level with explicit sums."""
     m_cls, m_reg = pgw_masks_from_batch(batch, (loss.xi_cls, loss.xi_reg), k=loss.k)
     pts = batch.points
     out = {k: 0.0 for k in ('fea_cls', 'att_cls', 'fea_reg', 'att_reg')}
@@ -136,7 +144,8 @@ def manual_loss(batch, loss):
 
 def test_matches_explicit_formulas():
     batch = make_batch(GTS, seed=1)
-    loss = PGDLoss(alpha=0.08, k=5)
+    loss = PGDLoss(alpha=0.08, k=5, semantics='paper')
+    assert loss.candidates == 'inside'
     assert loss.beta == pytest.approx(0.04) and loss.gamma == pytest.approx(0.128)
     got = loss(batch)
     ref = manual_loss(batch, loss)
@@ -149,7 +158,7 @@ def test_matches_explicit_formulas():
 
 def test_batch_loss_is_mean_of_single_image_losses():
     batch = make_batch(GTS, seed=2)
-    loss = PGDLoss(alpha=0.04, k=9, branches=('cls', 'reg', 'neck'))
+    loss = PGDLoss(alpha=0.04, k=9, branches=('cls', 'reg', 'neck'), semantics='paper')
     full = loss(batch)
     singles = [loss(select_image(batch, i)) for i in range(batch.num_images)]
     for key, val in full.items():

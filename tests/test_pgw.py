@@ -364,7 +364,8 @@ def test_all_then_mask_differs_from_inside():
     j = lambda x, y: int(((points[:, 0] == x) & (points[:, 1] == y)).nonzero())  # noqa: E731
     inside_ids = [j(20., 12.), j(28., 12.), j(36., 12.)]
     prob[0, inside_ids, 0, 0] = torch.tensor([0.5, 0.9, 0.6])
-    prob[0, [j(12., 12.), j(28., 20.)], 0, 0] = 1.0           # outside, raw q = 1
+    outside_ids = [j(12., 12.), j(28., 20.)]
+    prob[0, outside_ids, 0, 0] = 1.0                           # outside, raw q = 1
     case = dict(cls_prob=prob, boxes=boxes, points=points, level_index=level_index,
                 num_levels=1, gt_bboxes=gt, gt_labels=torch.zeros(1, 1, dtype=torch.long),
                 gt_valid=torch.ones(1, 1, dtype=torch.bool))
@@ -373,11 +374,18 @@ def test_all_then_mask_differs_from_inside():
     assert set(m_in.nonzero().flatten().tolist()) == set(inside_ids)
     # the two outside locations take 2 of the 3 slots; only the best inside one survives
     assert m_all.nonzero().flatten().tolist() == [j(28., 12.)]
-    assert float(m_all[j(28., 12.)]) == pytest.approx(1.0)
-    # and with K >= #candidates they agree on which locations are used
+    # ... but the Gaussian was fitted on all three (official code): the survivor is one of
+    # three points (12, 12), (28, 20), (28, 12), not the centre of a 1-point fit (weight 1)
+    pts = torch.tensor([[12., 12.], [28., 20.], [28., 12.]], dtype=torch.float64)
+    d = pts - pts.mean(0)
+    sigma = d.T @ d / 3 + 1e-2 * torch.eye(2, dtype=torch.float64)
+    w = torch.exp(-0.5 * d[2] @ torch.linalg.inv(sigma) @ d[2])
+    assert float(m_all[j(28., 12.)]) == pytest.approx(float(w), rel=1e-6)
+    assert float(w) < 0.9
+    # with K >= #candidates both select the inside locations, with different fits
     m_all5 = prediction_guided_weighting(**case, k=5, xi=0.8, candidates='all_then_mask')[0]
     assert set(m_all5.nonzero().flatten().tolist()) == set(inside_ids)
-    torch.testing.assert_close(m_all5, m_in)
+    assert not torch.allclose(m_all5, m_in)
 
 
 def test_max_over_gts_and_per_level_normalisation():

@@ -1,9 +1,20 @@
 """Spatial and channel attention maps of a feature map ``F`` (B, C, H, W).
 
-PGD (paper Eq. 7) -- note the *sum* over channels and the *per-location* channel attention::
+PGD's spatial attention ``P`` and its *per-location* channel attention ``A``::
 
-    P[i, j]    = H W  * softmax_{(i,j)} ( sum_k |F[k, i, j]| / tau )          -> (B, 1, H, W)
+    P[i, j]    = H W  * softmax_{(i,j)} ( mean_k |F[k, i, j]| / tau )         -> (B, 1, H, W)
     A[k, i, j] = C    * softmax_k       ( |F[k, i, j]| / tau )                -> (B, C, H, W)
+
+Mean or sum over channels in ``P``: the two sources disagree.
+
+* The official code (ChenhongyiYang/PGD, ``mmdet/distillation/losses/pgd_cls.py``,
+  ``PGDClsLoss.get_attention``: ``value.mean(axis=1)``) and the paper's own text ("we use
+  spatial attention as defined in [FGD]", FGD uses the channel mean) take the **mean**. This is
+  the default (``channel_reduce='mean'``): it produced the paper's numbers.
+* The paper's Eq. 7 prints a **sum**. With C = 256 channels the sum is the mean times 256, i.e.
+  the softmax temperature is effectively tau / 256: the attention collapses onto one to three
+  locations per level. ``channel_reduce='sum'`` keeps this reading selectable
+  (``PGDLoss(semantics='paper')``).
 
 FGD (Yang et al., CVPR'22), which PGD builds on, uses channel *means* and a spatially pooled
 channel attention::
@@ -20,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ['spatial_attention', 'channel_attention', 'spatial_attention_fgd',
+__all__ = ['CHANNEL_REDUCTIONS', 'spatial_attention', 'channel_attention', 'spatial_attention_fgd',
            'channel_attention_pooled']
 
 
@@ -30,11 +41,23 @@ def _prep(feat: Tensor) -> Tensor:
     return feat.abs() if feat.dtype == torch.float64 else feat.float().abs()
 
 
-def spatial_attention(feat: Tensor, tau: float = 0.8) -> Tensor:
-    """PGD spatial attention ``H W softmax_hw(sum_c |F| / tau)``: (B, C, H, W) -> (B, 1, H, W)."""
+#: How :func:`spatial_attention` pools ``|F|`` over channels (see the module docstring).
+CHANNEL_REDUCTIONS = ('mean', 'sum')
+
+
+def spatial_attention(feat: Tensor, tau: float = 0.8, channel_reduce: str = 'mean') -> Tensor:
+    """PGD spatial attention ``H W softmax_hw(reduce_c |F| / tau)``: (B, C, H, W) -> (B, 1, H, W).
+
+    ``channel_reduce='mean'`` is the official code's (and FGD's) definition, ``'sum'`` the
+    paper's printed Eq. 7.
+    """
+    if channel_reduce not in CHANNEL_REDUCTIONS:
+        raise ValueError(f'channel_reduce must be one of {CHANNEL_REDUCTIONS}, '
+                         f'got {channel_reduce!r}')
     a = _prep(feat)
     b, _, h, w = a.shape
-    logits = a.sum(dim=1).reshape(b, h * w) / tau
+    pooled = a.mean(dim=1) if channel_reduce == 'mean' else a.sum(dim=1)
+    logits = pooled.reshape(b, h * w) / tau
     return (h * w * F.softmax(logits, dim=1)).reshape(b, 1, h, w)
 
 

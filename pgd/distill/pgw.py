@@ -21,12 +21,17 @@ Conventions and decisions (not fixed by the paper text):
 * **Inside test** is strict: ``x1 < x < x2 and y1 < y < y2`` for the location centre
   (FCOS/ATSS use ``min(l, t, r, b) > 0``, the same thing). Padded GTs (``gt_valid`` False)
   are never inside anything.
-* **Candidates** ``'inside'`` (default, paper text: "compute the quality score for each
-  feature pixel inside b, then select the K pixels with the highest quality"): the candidates
-  are the locations inside the box, *even when their quality is 0*; ``K' = min(K, #inside)``.
-  ``'all_then_mask'`` (the public code's behaviour): the top-K is taken over all locations of
-  the *raw* quality ``p^(1-xi) IoU^xi`` (no inside indicator) and the inside mask is applied
-  afterwards, so fewer than K (possibly 0) locations survive.
+* **Candidates** ``'inside'`` (paper text: "compute the quality score for each feature pixel
+  inside b, then select the K pixels with the highest quality"): the candidates are the
+  locations inside the box, *even when their quality is 0*; ``K' = min(K, #inside)``.
+  ``'all_then_mask'`` (the official code, ``pgw_anchor_based.py`` / ``pgw_anchor_free.py``
+  of ChenhongyiYang/PGD; :class:`~pgd.distill.losses.PGDLoss`'s default): the top-K is taken
+  over all locations of the *raw* quality ``p^(1-xi) IoU^xi`` (no inside indicator), the
+  Gaussian is fitted on *all* K candidates, and only the weights of the candidates inside the
+  box are kept, so fewer than K (possibly 0) locations get a weight.
+* The official code adds uniform noise of +-0.05 px to the candidate centres before the fit
+  and divides by ``det + 1e-10`` ("to avoid zero determinant"); here a fixed ridge does that
+  job deterministically (next items), so a rerun gives the same masks.
 * **Ties** in the top-K are broken towards the lower flattened location index, so the result
   is deterministic and independent of the implementation (matches ``np.argsort(-q,
   kind='stable')``).
@@ -75,7 +80,7 @@ from torch import Tensor
 __all__ = [
     'DEFAULT_RIDGE', 'CANDIDATE_MODES', 'points_inside_boxes', 'inside_pairs', 'quality_scores',
     'quality_scores_multi', 'topk_candidates', 'fit_gaussian', 'gaussian_importance',
-    'normalise_per_level', 'prediction_guided_weighting', 'pgw_masks', 'pgw_masks_from_batch',
+    'normalise_per_level', 'denormalise_per_level', 'prediction_guided_weighting', 'pgw_masks', 'pgw_masks_from_batch',
     'batch_level_index', 'PredictionGuidedWeighting'
 ]
 
@@ -597,6 +602,20 @@ def normalise_per_level(importance: Tensor, level_index: Tensor, num_levels: int
     return importance / counts.index_select(1, level_index).clamp(min=1)
 
 
+def denormalise_per_level(mask: Tensor, level_sizes: Sequence[Tuple[int, int]]) -> Tensor:
+    """Inverse of Eq. 4: the importance ``I`` (B, N) back from a mask ``M`` (B, N).
+
+    ``M = I / nnz`` with ``nnz`` the number of non-zero entries of the image and level, which
+    ``M`` has too, so ``I = M * nnz``. The official reg loss (``pgd_reg.py``) weights by ``I``
+    itself; going through ``M`` keeps every foreground strategy interchangeable.
+    """
+    per_level = [h * w for h, w in level_sizes]
+    parts = mask.split(per_level, dim=-1)
+    counts = torch.stack([torch.count_nonzero(p, dim=-1) for p in parts], dim=-1)
+    return mask * torch.repeat_interleave(counts.to(mask.dtype), torch.tensor(
+        per_level, device=mask.device), dim=-1, output_size=mask.shape[-1])
+
+
 # ----------------------------------------------------------------------------------------
 # Full PGW
 # ----------------------------------------------------------------------------------------
@@ -774,8 +793,14 @@ def _dense_pgw(cls_prob, boxes, points, gt_bboxes, gt_labels, gt_valid, xis, k, 
                                  inside_only=(candidates == 'inside'), chunk_elems=chunk_elems)
     outs = []
     for q in quals:
-        sel = topk_candidates(q, inside, k, candidates)
-        mu, sigma = fit_gaussian(points, sel)
+        if candidates == 'all_then_mask':
+            # the public code fits the Gaussian on all K candidates, inside the box or not,
+            # and keeps the weight only of those inside (pgw_anchor_based.py, `w = w * valid`)
+            fit_on = _topk_mask_low_index_ties(q, k)
+            sel = fit_on & inside
+        else:
+            fit_on = sel = topk_candidates(q, inside, k, candidates)
+        mu, sigma = fit_gaussian(points, fit_on)
         imp = gaussian_importance(points, mu, sigma, sel, ridge, out_dtype=q.dtype)
         outs.append(imp.amax(dim=1) if imp.shape[1] else imp.new_zeros(imp.shape[0],
                                                                         imp.shape[2]))

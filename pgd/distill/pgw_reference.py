@@ -79,17 +79,16 @@ def pgw_reference(cls_prob, boxes, points, level_index, num_levels, gt_bboxes, g
             iou = _iou_one_to_many(gt_bboxes[b, g], boxes[b, cand])           # (n, A)
             q = (prob ** (1.0 - xi) * iou ** xi).max(axis=1)
             order = cand[np.argsort(-q, kind='stable')][:k]
-            if candidates == 'all_then_mask':
-                order = order[inside[order]]
             if order.size == 0:
                 continue
-            pts = points[order]
+            pts = points[order]                   # the fit uses every candidate
             mu = pts.mean(axis=0)
             d = pts - mu
             sigma = d.T @ d / len(order) + ridge * np.eye(2)
             inv = np.linalg.inv(sigma)
             w = np.exp(-0.5 * np.einsum('ni,ij,nj->n', d, inv, d))
-            imp[order] = np.maximum(imp[order], w)
+            keep = inside[order]                  # all_then_mask: weights inside the box only
+            imp[order[keep]] = np.maximum(imp[order[keep]], w[keep])
         for lvl in range(num_levels):
             sel = level_index == lvl
             nz = np.count_nonzero(imp[sel])
@@ -143,10 +142,6 @@ def pgw_loop_torch_multi(cls_prob, boxes, points, level_index, num_levels, gt_bb
                 above = (key > thr).nonzero().squeeze(1)
                 at = (key == thr).nonzero().squeeze(1)[:kk - above.numel()]
                 sel = torch.cat([above, at])
-                if candidates == 'all_then_mask':
-                    sel = sel[inside[sel]]
-                    if sel.numel() == 0:
-                        continue
                 # Gaussian MLE (Eq. 2) + ridge, importance (Eq. 3), max over GTs
                 # (closed-form 2x2 inverse, as in the public code's ``mle_2d_gaussian_2``)
                 xy = pts64[sel]
@@ -157,6 +152,8 @@ def pgw_loop_torch_multi(cls_prob, boxes, points, level_index, num_levels, gt_bb
                 dx, dy = d[:, 0], d[:, 1]
                 m = (c * dx * dx - 2.0 * sxy * dx * dy + a * dy * dy) / det
                 w = torch.exp(-0.5 * m).to(dt)
+                if candidates == 'all_then_mask':          # fitted on all K, kept inside
+                    w, sel = w[inside[sel]], sel[inside[sel]]
                 imp[sel] = torch.maximum(imp[sel], w)
         for out, imp in zip(outs, imps):
             for lvl in range(num_levels):                                      # Eq. 4

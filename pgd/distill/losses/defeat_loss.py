@@ -1,7 +1,13 @@
-"""DeFeat: decoupled foreground/background feature imitation (Guo et al., "Distilling Object
-Detectors via Decoupled Features", CVPR 2021), on the FPN neck outputs.
+"""DeFeat: decoupled foreground/background distillation (Guo et al., "Distilling Object
+Detectors via Decoupled Features", CVPR 2021) for dense detectors: the decoupled FPN feature
+imitation (neck term) and the decoupled classification-score KD (head term).
 
-GT mask (authors' public code, ``AnchorHead.get_gt_mask`` + ``_map_roi_levels``)::
+Official code: github.com/ggjy/DeFeat.pytorch (an MMDetection 2.0 fork). ``train.py`` below
+means ``mmdet/apis/train.py``, the config means
+``configs/kd_faster_rcnn/voc_stu_faster_rcnn_r50_decouple_neck.py`` (the only public DeFeat
+config: Faster R-CNN R101 -> R50 on VOC).
+
+GT mask (official ``AnchorHead.get_gt_mask`` + ``_map_roi_levels``)::
 
     scale_g = sqrt((w_g + 1) * (h_g + 1))
     level_g = clamp(floor(log2(scale_g / finest_scale + 1e-6)), 0, L - 1)    # finest_scale = 56
@@ -13,29 +19,71 @@ GT mask (authors' public code, ``AnchorHead.get_gt_mask`` + ``_map_roi_levels``)
 i.e. each GT is distilled only on the FPN level it is assigned to (FPN/RoI-extractor level
 mapping with MMDetection's ``finest_scale=56`` applied to the detector's first FPN level).
 
-Loss (public code ``batch_processor_kd``, 'neck-decouple,pixel-wise', with the adaptation conv
-``a_l`` = 3x3 student -> teacher width, weights initialised N(0,1).fmod(2) * 1e-4)::
+Neck term (official ``batch_processor_kd``, train.py lines 299-347, enabled by the config's
+type string 'neck-adapt,neck-decouple,mask-neck-gt,pixel-wise', line 6; adaptation conv ``a_l``
+= 3x3 student -> teacher width, no activation, weights initialised N(0,1).fmod(2) * 1e-4,
+official ``mmdet/models/detectors/two_stage_kd.py`` lines 50-61 and 99-101; mask:
+``mmdet/models/dense_heads/anchor_head.py`` ``_map_roi_levels`` line 168, ``get_gt_mask`` line
+262)::
 
     D_l            = (a_l(S_l) - T_l)^2                                  # (B, C, H, W)
     loss_defeat_fg = w_fg / L * sum_l sum(M_l * D_l)       / max(1, 2 * C * sum(M_l))
     loss_defeat_bg = w_bg / L * sum_l sum((1 - M_l) * D_l) / max(1, 2 * C * sum(1 - M_l))
 
-i.e. the normaliser counts channels (2 * N_fg * C, the factor 2 of the public code kept) and the
-level losses are averaged over levels. ``normalize='batch'`` (default, public code) sums the
-counts over the images of the batch; ``normalize='image'`` normalises each image by its own
+i.e. the normaliser counts channels (2 * N_fg * C, the factor 2 of the official code kept) and
+the level losses are averaged over levels. ``normalize='batch'`` (default, official code) sums
+the counts over the images of the batch; ``normalize='image'`` normalises each image by its own
 counts and averages over images (batch-mixing free).
 
-Shapes: ``batch.student.neck[l]`` (B, C_s, H_l, W_l), ``batch.teacher.neck[l]``
-(B, C_t, H_l, W_l), masks (B, H_l, W_l).
+Head term (official ``KLDivergenceLoss``, train.py lines 88-103, used by the 'KL-decouple' branch,
+lines 262-266, weighted at lines 282 and 293-297). The official code distils the RoI head's
+softmax class scores (C + 1 classes incl. background) of the sampled RoIs; fg RoIs are those
+assigned to a GT (``labels < labels.max()``, i.e. not the background label), bg RoIs the rest::
 
-Defaults and their source: ``fg_weight = 3`` (``hint_neck_w``) and ``bg_weight = 12``
-(``hint_neck_back_w``) from the only public DeFeat config
-(``configs/kd_faster_rcnn/voc_stu_faster_rcnn_r50_decouple_neck.py``, Faster R-CNN on VOC; no
-decay schedule is enabled there). The paper's RetinaNet weights are not in the public code; the
-PGD paper says competitor hyper-parameters follow the papers / public code, so these values are
-an assumption for the dense detectors (adjust via config). Boxes are (x1, y1, x2, y2) in pixels
-of the padded batch; the public code's degenerate-box rule (a box narrower than one cell marks a
-single cell) is generalised to marking at least one row / column in each direction.
+    KL_r         = sum_k softmax(t_r / T)_k * (log softmax(t_r / T)_k - log softmax(s_r / T)_k)
+    loss_hcls    = w_hfg * T^2 * sum_{r fg} KL_r / #fg      (0 if there is no fg RoI)
+    loss_hcls_bk = w_hbg * T^2 * sum_{r bg} KL_r / #bg
+
+with all RoIs of the batch pooled (one sum, one count), the teacher frozen.
+
+Dense analogue implemented here: the "rows" are the predictions (location, anchor) of every
+FPN level; fg rows are the locations inside the GT mask ``M_l`` above (the same per-level mask
+as the neck term, all A anchors of a location share it), bg rows the rest; ``t`` / ``s`` are the
+teacher's / student's raw class logits (``batch.teacher_cls_logits[l]`` /
+``batch.student_cls_logits[l]``, (B, A*C, H_l, W_l), channel a*C + c)::
+
+    head_kl='sigmoid' (default): the heads are sigmoid classifiers without a background class,
+        so each class is its own two-way distribution {c, not c}; the official softmax KL over
+        that pair is the Bernoulli KL, summed over the C classes:
+        KL_r = sum_c [ p_c (log p_c - log q_c) + (1 - p_c) (log(1 - p_c) - log(1 - q_c)) ],
+        p_c = sigmoid(t_rc / T), q_c = sigmoid(s_rc / T)
+    head_kl='softmax': softmax over the C class logits of the prediction (no background class):
+        KL_r = sum_c softmax(t_r / T)_c (log softmax(t_r / T)_c - log softmax(s_r / T)_c)
+
+    loss_defeat_head_fg = w_hfg * T^2 * sum_{l,b,i,j,a} M_l KL       / max(1, A * sum M_l)
+    loss_defeat_head_bg = w_hbg * T^2 * sum_{l,b,i,j,a} (1 - M_l) KL / max(1, A * sum (1 - M_l))
+
+(pooled over levels and, with ``normalize='batch'``, over the images as in the official code;
+``normalize='image'`` normalises per image and averages over images). ``with_head=False`` drops
+the head term (the neck term alone, as in the public config, whose ``type`` string does not
+contain 'head-cls').
+
+Shapes: ``batch.student.neck[l]`` (B, C_s, H_l, W_l), ``batch.teacher.neck[l]``
+(B, C_t, H_l, W_l), masks (B, H_l, W_l), class logits (B, A*C, H_l, W_l); C (classes) is read
+from ``batch.teacher_cls_prob`` (B, N, A, C).
+
+Defaults and their source (all from the public config, ``hint_adapt`` dict, lines 12-19):
+``fg_weight = 3`` (``hint_neck_w``, line 12), ``bg_weight = 12`` (``hint_neck_back_w``,
+line 13), ``head_fg_weight = 2`` (``head_cls_w``, line 16), ``head_bg_weight = 2``
+(``head_cls_back_w``, line 17), ``head_temperature = 1`` (``head_cls_T``, line 18; the config's
+``head_cls_back_T = 1``, line 19, is never read: train.py uses ``head_cls_T`` for both parts).
+No decay schedule is enabled there (the ``kd_decay`` factor, train.py lines 283-296, applies only
+when the type string contains 'decay'). The paper's RetinaNet weights are not in the public
+code; the PGD paper says competitor hyper-parameters follow the papers / public code, so these
+values are an assumption for the dense detectors (adjust via config). Boxes are
+(x1, y1, x2, y2) in pixels of the padded batch; the official degenerate-box rule (a box
+narrower than one cell marks a single cell) is generalised to marking at least one row / column
+in each direction.
 """
 from __future__ import annotations
 
@@ -43,6 +91,7 @@ from typing import Dict, List, Optional
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 from mmdet.registry import MODELS
 from torch import Tensor
 
@@ -89,6 +138,28 @@ def defeat_masks(gt_bboxes: Tensor, gt_valid: Tensor, level_sizes, strides,
     return masks
 
 
+def _kl_rows(t_logits: Tensor, s_logits: Tensor, num_classes: int, temperature: float,
+             mode: str) -> Tensor:
+    """KL(teacher || student) summed over the classes and the A anchors of each location.
+
+    ``t_logits`` / ``s_logits`` (B, A*C, H, W) -> (B, H, W).
+    """
+    b, ac, h, w = s_logits.shape
+    t = t_logits.detach() / temperature
+    s = s_logits / temperature
+    if mode == 'sigmoid':
+        lp_t, lq_t = F.logsigmoid(t), F.logsigmoid(-t)  # log p, log (1 - p)
+        lp_s, lq_s = F.logsigmoid(s), F.logsigmoid(-s)
+        kl = lp_t.exp() * (lp_t - lp_s) + lq_t.exp() * (lq_t - lq_s)
+        return kl.sum(dim=1)
+    a = ac // num_classes
+    t = t.reshape(b, a, num_classes, h, w)
+    s = s.reshape(b, a, num_classes, h, w)
+    log_p = F.log_softmax(t, dim=2)
+    kl = log_p.exp() * (log_p - F.log_softmax(s, dim=2))
+    return kl.sum(dim=(1, 2))
+
+
 @MODELS.register_module()
 class DeFeatLoss(nn.Module):
     """Decoupled fg / bg feature imitation (see module docstring for formula and sources).
@@ -102,9 +173,17 @@ class DeFeatLoss(nn.Module):
         adapt_kernel: adaptation conv kernel (3, public code ``neck-adapt``).
         adapt_init_std: std of the truncated-normal adaptation init (1e-4, public code); None
             keeps PyTorch's default init.
-        normalize: 'batch' (public code) or 'image'.
+        normalize: 'batch' (public code) or 'image' (both terms).
+        with_head: add the decoupled classification-score KD (head term); False gives the neck
+            term alone.
+        head_fg_weight: head term fg weight (public config ``head_cls_w`` = 2).
+        head_bg_weight: head term bg weight (public config ``head_cls_back_w`` = 2).
+        head_temperature: KD temperature (public config ``head_cls_T`` = 1).
+        head_kl: 'sigmoid' (per-class Bernoulli KL, default) or 'softmax' (softmax over the C
+            classes of each prediction).
 
-    Returns (forward): ``{'loss_defeat_fg': scalar, 'loss_defeat_bg': scalar}``.
+    Returns (forward): ``{'loss_defeat_fg', 'loss_defeat_bg'}`` scalars, plus
+    ``{'loss_defeat_head_fg', 'loss_defeat_head_bg'}`` when ``with_head``.
     """
 
     def __init__(self,
@@ -116,10 +195,24 @@ class DeFeatLoss(nn.Module):
                  finest_scale: float = 56.,
                  adapt_kernel: int = 3,
                  adapt_init_std: Optional[float] = 1e-4,
-                 normalize: str = 'batch') -> None:
+                 normalize: str = 'batch',
+                 with_head: bool = True,
+                 head_fg_weight: float = 2.0,
+                 head_bg_weight: float = 2.0,
+                 head_temperature: float = 1.0,
+                 head_kl: str = 'sigmoid') -> None:
         super().__init__()
         if normalize not in ('batch', 'image'):
             raise ValueError(f'normalize must be "batch" or "image", got {normalize!r}')
+        if head_kl not in ('sigmoid', 'softmax'):
+            raise ValueError(f'head_kl must be "sigmoid" or "softmax", got {head_kl!r}')
+        if head_temperature <= 0:
+            raise ValueError(f'head_temperature must be > 0, got {head_temperature!r}')
+        self.with_head = bool(with_head)
+        self.head_fg_weight = head_fg_weight
+        self.head_bg_weight = head_bg_weight
+        self.head_temperature = head_temperature
+        self.head_kl = head_kl
         self.fg_weight = fg_weight
         self.bg_weight = bg_weight
         self.finest_scale = finest_scale
@@ -144,9 +237,35 @@ class DeFeatLoss(nn.Module):
         """err (B, H, W) channel-summed squared error, mask (B, H, W) float."""
         num = (err * mask).flatten(1).sum(1)  # (B,)
         cnt = mask.flatten(1).sum(1) * channels * 2.
+        return self._normalise(num, cnt)
+
+    def _normalise(self, num: Tensor, cnt: Tensor) -> Tensor:
+        """Per-image numerators / counts (B,) -> scalar (batch-pooled or per-image mean)."""
         if self.normalize == 'batch':
             return num.sum() / cnt.sum().clamp(min=1.)
         return (num / cnt.clamp(min=1.)).mean()
+
+    def head_loss(self, batch: DistillBatch, masks: List[Tensor]) -> Dict[str, Tensor]:
+        """Decoupled fg / bg KD on the class logits (see the module docstring)."""
+        if batch.student_cls_logits is None or batch.teacher_cls_logits is None:
+            raise ValueError('DeFeatLoss(with_head=True) needs batch.student_cls_logits and '
+                             'batch.teacher_cls_logits; pass with_head=False for the neck term')
+        n = min(len(batch.student_cls_logits), len(masks))
+        num_classes = batch.teacher_cls_prob.shape[-1]
+        num_fg = num_bg = cnt_fg = cnt_bg = 0.
+        for lvl in range(n):
+            s = batch.student_cls_logits[lvl]
+            kl = _kl_rows(batch.teacher_cls_logits[lvl], s, num_classes,
+                          self.head_temperature, self.head_kl)  # (B, H, W)
+            anchors = s.shape[1] // num_classes
+            m = masks[lvl].to(kl.dtype)
+            num_fg = num_fg + (kl * m).flatten(1).sum(1)
+            num_bg = num_bg + (kl * (1. - m)).flatten(1).sum(1)
+            cnt_fg = cnt_fg + m.flatten(1).sum(1) * anchors
+            cnt_bg = cnt_bg + (1. - m).flatten(1).sum(1) * anchors
+        t2 = self.head_temperature ** 2
+        return {'loss_defeat_head_fg': self.head_fg_weight * t2 * self._normalise(num_fg, cnt_fg),
+                'loss_defeat_head_bg': self.head_bg_weight * t2 * self._normalise(num_bg, cnt_bg)}
 
     def forward(self, batch: DistillBatch) -> Dict[str, Tensor]:
         n = min(len(batch.student.neck), self.num_levels)
@@ -159,5 +278,8 @@ class DeFeatLoss(nn.Module):
             m = masks[lvl].to(err.dtype)
             fg = fg + self._reduce(err, m, t.shape[1])
             bg = bg + self._reduce(err, 1. - m, t.shape[1])
-        return {'loss_defeat_fg': self.fg_weight * fg / n,
-                'loss_defeat_bg': self.bg_weight * bg / n}
+        out = {'loss_defeat_fg': self.fg_weight * fg / n,
+               'loss_defeat_bg': self.bg_weight * bg / n}
+        if self.with_head:
+            out.update(self.head_loss(batch, masks))
+        return out

@@ -1,19 +1,54 @@
-"""PGD distillation loss (paper Sec. 3.3, Eq. 5-10).
+"""PGD distillation loss (paper Sec. 3.3, Eq. 5-10), in two readings.
 
-Per image, per FPN level ``l`` (features ``F`` of shape (C, H, W), teacher ``T``, student ``S``,
-attention maps from :mod:`pgd.distill.attention`, ``P`` (1, H, W), ``A`` (C, H, W))::
+Features ``F`` of one FPN level, shape (B, C, H, W) (teacher ``T``, student ``S``); attention
+maps from :mod:`pgd.distill.attention`: ``P`` (B, 1, H, W), per-location channel attention
+``A`` (B, C, H, W); PGW masks from :mod:`pgd.distill.pgw`: ``M`` = importance ``I`` divided by
+its number of non-zero entries per image and level (Eq. 4), ``N`` = background indicator
+(location centre strictly inside no GT box) divided by its count per image and level.
+
+``semantics='official'`` (default) -- the code that produced the paper's numbers
+(github ChenhongyiYang/PGD, MMDetection 2.14), with its two bugs fixed (below)::
+
+    cls  (mmdet/distillation/losses/pgd_cls.py, PGDClsLoss), per level l, P from the channel MEAN:
+      L_fea = w_l / B * sum_{b,k,i,j} (alpha M + beta N)_bij P^T_bij A^T_bkij (F^T - F^S)^2_bkij
+      L_att = delta * ( sum_{b,k,i,j} |A^T - A^S| / (B H W) + sum_{b,i,j} |P^T - P^S| / B )
+    reg  (mmdet/distillation/losses/pgd_reg.py, PGDRegLoss), per level, over the set Q of
+      locations of the whole batch whose RAW importance I^reg is non-zero:
+      L_fea = gamma * 1/|Q| sum_{q in Q} I_q * mean_k(A^T_kq (F^T - F^S)^2_kq)
+      L_att = delta * sum_{q in Q, k} |A^T_kq - A^S_kq| / |Q|        (both 0 when Q is empty)
+
+  * ``w_l`` = ``level_weights[l]`` (1.0, 1.25, 1.5, 1.75, 2.0; the per-level ``loss_weight``
+    of ``work_configs/pgd_*_1x.py``) multiplies only the cls feature term, as there.
+  * the PGW candidates are the official ones (``candidates='all_then_mask'``: top-K of the raw
+    quality over all locations, Gaussian fitted on all K, weight kept inside the box;
+    ``pgw_anchor_based.py`` / ``pgw_anchor_free.py``).
+  * Official bug 1, fixed: ``pgd_cls.py`` reshapes the (B, 1, H, W) masks to (B, 1, 1, H, W),
+    so ``F * sqrt(M)`` broadcasts to (B, B, C, H, W) and image b is weighted by the masks of
+    *every* image of the batch. Here image b is weighted by its own mask only. Derivation of
+    what this does to the tuned alpha/beta: the official term is
+    ``1/B sum_b sum_b' <M_b', E_b>`` with ``E_b = P^T A^T (F^T - F^S)^2`` of image b; its
+    ``b' = b`` part is exactly the fixed term above with the *same* alpha, beta; the
+    ``b' != b`` parts weight image b at the object locations of the *other* images (mostly
+    background of image b), adding B - 1 extra masks' worth of mass (B = 4 images per GPU in
+    ``work_configs/base/1x_setting.py``). The defaults keep the published alpha, beta: they
+    reproduce the own-image part exactly and do not turn the cross-image (background-like)
+    mass into foreground weight. ``tests/test_pgd_loss_official.py`` shows both magnitudes on
+    one batch.
+  * Official bug 2, fixed: the anchor-free PGW and background mask (``pgw_anchor_free.py``,
+    ``background_weight.get_back_weight_anchorfree``) read point (x, y) as (y, x) for FCOS and
+    AutoAssign; here points are (x, y) for every head (:mod:`pgd.distill.inputs`).
+
+``semantics='paper'`` -- Eq. 5-9 as printed (spatial attention from the channel SUM, Eq. 7),
+per image, averaged over images; ``w_l`` multiplies all four terms; PGW candidates inside the
+box (``candidates='inside'``, the paper text)::
 
     (5) L_fea^cls = sum_{k,i,j} (alpha M^cls + beta N^cls)_ij P^T_ij A^T_kij (F^T - F^S)^2_kij
     (6) L_fea^reg = sum_{k,i,j} gamma M^reg_ij A^T_kij (F^T - F^S)^2_kij
     (8) L_att^cls = delta/(HW) sum_ij |P^T - P^S| + delta/(CHW) sum_kij |A^T - A^S|
     (9) L_att^reg = delta/(C sum_ij 1_ij) sum_kij 1_ij |A^T - A^S|,   1_ij = [M^reg_ij != 0]
 
-``M^cls`` / ``M^reg`` are the PGW masks (Eq. 1-4) with ``xi_cls`` / ``xi_reg``; ``N^cls`` is the
-background indicator (location centre not strictly inside any GT box) divided by its count on
-that image and level. ``L_att^reg`` is 0 on a level without foreground. Each term is summed over
-levels with ``level_weights[l]`` and the batch loss is the **mean over images** of the per-image
-losses (unlike the public code, which shares masks across the batch and rescales by batch
-size). Teacher tensors are detached; only the student features receive gradients.
+The ``neck`` branch (Table 7) applies the cls terms, with ``M^cls``, to the FPN outputs.
+Teacher tensors are detached; only the student features receive gradients.
 """
 from __future__ import annotations
 
@@ -25,13 +60,17 @@ from torch import Tensor, nn
 
 from ..attention import channel_attention, spatial_attention
 from ..inputs import DistillBatch
-from ..pgw import (DEFAULT_RIDGE, batch_level_index, inside_pairs, normalise_per_level,
-                   pgw_masks_from_batch)
+from ..pgw import (DEFAULT_RIDGE, batch_level_index, denormalise_per_level, inside_pairs,
+                   normalise_per_level, pgw_masks_from_batch)
 
-__all__ = ['PGDLoss', 'PUBLIC_CODE_LEVEL_WEIGHTS']
+__all__ = ['PGDLoss', 'PUBLIC_CODE_LEVEL_WEIGHTS', 'SEMANTICS']
 
 #: Per-level weights P3..P7 of the public PGD code (the paper does not mention any).
 PUBLIC_CODE_LEVEL_WEIGHTS = (1.0, 1.25, 1.5, 1.75, 2.0)
+#: Readings of the loss (module docstring); the first is the default.
+SEMANTICS = ('official', 'paper')
+#: PGW candidate rule each reading implies unless ``candidates`` is given.
+_DEFAULT_CANDIDATES = {'official': 'all_then_mask', 'paper': 'inside'}
 
 _BRANCH_FEATURES = {'cls': 'cls_feat', 'reg': 'reg_feat', 'neck': 'neck'}
 
@@ -41,23 +80,26 @@ class PGDLoss(nn.Module):
     """Prediction-Guided Distillation loss on captured teacher/student head features.
 
     Args:
-        alpha: foreground weight of Eq. 5. Paper Sec. 4.1 / Tab. 6b: 0.08 for anchor-based
-            detectors (ATSS, DDOD) -- the default -- and 0.04 for anchor-free ones (FCOS, GFL,
-            AutoAssign). (The paper text prints "0.8 and 0.4"; Tab. 6b and the public configs
-            show the 0.0x scale.)
-        beta: background weight of Eq. 5; ``None`` -> ``0.5 * alpha`` (paper, following FGD).
-        gamma: weight of Eq. 6; ``None`` -> ``1.6 * alpha`` (paper Sec. 4.1).
-        delta: attention-loss weight of Eq. 8-9; 8e-4 (paper, following FGD; printed as sigma).
-        tau: attention temperature of Eq. 7; 0.8 (paper; the public code uses 0.4 for
-            AutoAssign).
-        k: top-K of PGW; 30 (paper, Tab. 6a). The public code uses K=9 for ATSS.
+        alpha: foreground weight of Eq. 5. Official configs (``work_configs/pgd_*_1x.py``):
+            0.08 for ATSS, DDOD and AutoAssign, 0.04 for FCOS and GFL (0.001 for DDOD on
+            CrowdHuman). The paper text prints "0.8 and 0.4" for anchor-based / anchor-free;
+            Tab. 6b and the configs show the 0.0x scale.
+        beta: background weight of Eq. 5; ``None`` -> ``0.5 * alpha`` (paper and configs).
+        gamma: weight of Eq. 6; ``None`` -> ``1.6 * alpha`` (paper Sec. 4.1 and configs).
+        delta: attention-loss weight of Eq. 8-9; 8e-4 (paper, printed as sigma; configs).
+        tau: attention temperature of Eq. 7; 0.8 (paper; configs: 0.4 for AutoAssign).
+        k: top-K of PGW; 30 (paper Sec. 4.1, and the FCOS/GFL/DDOD/AutoAssign heads of the
+            official code); the official ATSS heads use 9 (``atss_r50_distill_head.py``),
+            set per detector in ``config/distill/pgd.py``.
         xi_cls, xi_reg: PGW balance for ``M^cls`` / ``M^reg``; 0.8 / 0.6 (paper, from DDOD).
         level_weights: weight of each FPN level P3..P7; default
             :data:`PUBLIC_CODE_LEVEL_WEIGHTS` ``(1, 1.25, 1.5, 1.75, 2)`` taken from the public
             code (not in the paper; pass ``(1,) * 5`` for an unweighted sum). The first L are
-            used for L levels.
-        candidates: PGW candidate rule, ``'inside'`` (paper text) or ``'all_then_mask'``
-            (public code), see :mod:`pgd.distill.pgw`.
+            used for L levels. Official reading: cls/neck feature term only; paper reading:
+            every term.
+        semantics: ``'official'`` (default) or ``'paper'``, see the module docstring.
+        candidates: PGW candidate rule, ``'all_then_mask'`` (official code) or ``'inside'``
+            (paper text), see :mod:`pgd.distill.pgw`; ``None`` -> the one of ``semantics``.
         ridge: PGW covariance ridge in px^2.
         branches: any of ``'cls'`` (Eq. 5 + 8 on ``cls_feat``), ``'reg'`` (Eq. 6 + 9 on
             ``reg_feat``) and ``'neck'`` (Eq. 5 + 8 with ``M^cls`` on the FPN outputs; Tab. 7).
@@ -85,12 +127,16 @@ class PGDLoss(nn.Module):
                  xi_cls: float = 0.8,
                  xi_reg: float = 0.6,
                  level_weights: Sequence[float] = PUBLIC_CODE_LEVEL_WEIGHTS,
-                 candidates: str = 'inside',
+                 semantics: str = 'official',
+                 candidates: Optional[str] = None,
                  ridge: float = DEFAULT_RIDGE,
                  branches: Sequence[str] = ('cls', 'reg'),
                  fg_strategy: str = 'pgw',
                  fg_cfg: Optional[dict] = None):
         super().__init__()
+        if semantics not in SEMANTICS:
+            raise ValueError(f'semantics must be one of {SEMANTICS}, got {semantics!r}')
+        self.semantics = semantics
         self.alpha = float(alpha)
         self.beta = 0.5 * self.alpha if beta is None else float(beta)
         self.gamma = 1.6 * self.alpha if gamma is None else float(gamma)
@@ -100,7 +146,7 @@ class PGDLoss(nn.Module):
         self.xi_cls = float(xi_cls)
         self.xi_reg = float(xi_reg)
         self.level_weights = tuple(float(w) for w in level_weights)
-        self.candidates = candidates
+        self.candidates = _DEFAULT_CANDIDATES[semantics] if candidates is None else candidates
         self.ridge = float(ridge)
         if isinstance(branches, str):
             branches = (branches, )
@@ -151,12 +197,12 @@ class PGDLoss(nn.Module):
             bg[pb, pn] = 0.0
             return normalise_per_level(bg, level_index, len(batch.level_sizes))
 
-    # ------------------------------------------------------------------ per-level terms
-    def _cls_terms(self, f_t: Tensor, f_s: Tensor, m_fg: Tensor, n_bg: Tensor):
+    # ------------------------------------------------------------------ paper reading
+    def _cls_terms_paper(self, f_t: Tensor, f_s: Tensor, m_fg: Tensor, n_bg: Tensor):
         """Eq. 5 and Eq. 8 per image: (B,), (B,)."""
-        p_t = spatial_attention(f_t, self.tau)                 # (B, 1, H, W)
+        p_t = spatial_attention(f_t, self.tau, 'sum')          # (B, 1, H, W)
         a_t = channel_attention(f_t, self.tau)                 # (B, C, H, W)
-        p_s = spatial_attention(f_s, self.tau)
+        p_s = spatial_attention(f_s, self.tau, 'sum')
         a_s = channel_attention(f_s, self.tau)
         diff2 = (f_t.to(a_t.dtype) - f_s.to(a_t.dtype)).pow(2)
         w = (self.alpha * m_fg + self.beta * n_bg)[:, None] * p_t   # (B, 1, H, W)
@@ -165,7 +211,7 @@ class PGDLoss(nn.Module):
                + self.delta * (a_t - a_s).abs().mean(dim=(1, 2, 3)))
         return fea, att
 
-    def _reg_terms(self, f_t: Tensor, f_s: Tensor, m_fg: Tensor):
+    def _reg_terms_paper(self, f_t: Tensor, f_s: Tensor, m_fg: Tensor):
         """Eq. 6 and Eq. 9 per image: (B,), (B,)."""
         a_t = channel_attention(f_t, self.tau)
         a_s = channel_attention(f_s, self.tau)
@@ -178,7 +224,54 @@ class PGDLoss(nn.Module):
         att = self.delta * att_sum / (num_c * n_fg).clamp(min=1)      # 0 when no fg
         return fea, att
 
+    # ------------------------------------------------------------------ official reading
+    def _cls_terms_official(self, f_t: Tensor, f_s: Tensor, m_fg: Tensor, n_bg: Tensor):
+        """``PGDClsLoss`` (mask broadcast fixed), without the level weight: scalars."""
+        num_b, _, h, w = f_t.shape
+        p_t = spatial_attention(f_t, self.tau, 'mean')         # (B, 1, H, W)
+        a_t = channel_attention(f_t, self.tau)                 # (B, C, H, W)
+        p_s = spatial_attention(f_s, self.tau, 'mean')
+        a_s = channel_attention(f_s, self.tau)
+        diff2 = (f_t.to(a_t.dtype) - f_s.to(a_t.dtype)).pow(2)
+        weight = (self.alpha * m_fg + self.beta * n_bg)[:, None] * p_t
+        fea = (weight * a_t * diff2).sum() / num_b
+        att = self.delta * ((a_t - a_s).abs().sum() / (num_b * h * w)
+                            + (p_t - p_s).abs().sum() / num_b)
+        return fea, att
+
+    def _reg_terms_official(self, f_t: Tensor, f_s: Tensor, imp: Tensor):
+        """``PGDRegLoss`` on the batch-pooled locations with raw importance ``imp`` != 0."""
+        pos = (imp != 0).flatten()                                    # (B*H*W,)
+        num_pos = int(pos.sum())
+        if num_pos == 0:
+            zero = f_s.sum() * 0.0
+            return zero, zero
+        num_c = f_t.shape[1]
+        rows_t = f_t.permute(0, 2, 3, 1).reshape(-1, num_c)[pos]      # (Q, C)
+        rows_s = f_s.permute(0, 2, 3, 1).reshape(-1, num_c)[pos]
+        a_t = channel_attention(rows_t[:, :, None, None], self.tau)[:, :, 0, 0]
+        a_s = channel_attention(rows_s[:, :, None, None], self.tau)[:, :, 0, 0]
+        diff2 = (rows_t.to(a_t.dtype) - rows_s.to(a_t.dtype)).pow(2)
+        fea = self.gamma * ((a_t * diff2).mean(dim=1) * imp.flatten()[pos]).mean()
+        att = self.delta * (a_t - a_s).abs().sum() / num_pos
+        return fea, att
+
     # ------------------------------------------------------------------ forward
+    def _masks(self, batch: DistillBatch, level_index: Tensor, need_cls: bool, need_reg: bool):
+        """Per-level (B, H, W) masks: M^cls, N^cls and the reg mask (M^reg in the paper
+        reading, the raw importance I^reg in the official one); None where not needed."""
+        xis = ([self.xi_cls] if need_cls else []) + ([self.xi_reg] if need_reg else [])
+        masks = self._foreground_masks(batch, xis)
+        m_cls = batch.split_levels(masks[0]) if need_cls else None
+        m_reg = None
+        if need_reg:
+            reg = masks[-1]
+            if self.semantics == 'official':       # PGDRegLoss weights by the raw importance
+                reg = denormalise_per_level(reg, batch.level_sizes)
+            m_reg = batch.split_levels(reg)
+        n_bg = batch.split_levels(self._background_mask(batch, level_index)) if need_cls else None
+        return m_cls, n_bg, m_reg
+
     def forward(self, batch: DistillBatch) -> Dict[str, Tensor]:
         num_levels = len(batch.level_sizes)
         if num_levels > len(self.level_weights):
@@ -186,14 +279,9 @@ class PGDLoss(nn.Module):
                              f'level_weights')
         device = batch.teacher_cls_prob.device
         level_index = batch_level_index(batch.level_sizes, device=device)
-
         need_cls = any(b in self.branches for b in ('cls', 'neck'))
-        need_reg = 'reg' in self.branches
-        xis = ([self.xi_cls] if need_cls else []) + ([self.xi_reg] if need_reg else [])
-        masks = self._foreground_masks(batch, xis)
-        m_cls = batch.split_levels(masks[0]) if need_cls else None
-        m_reg = batch.split_levels(masks[-1]) if need_reg else None
-        n_bg = batch.split_levels(self._background_mask(batch, level_index)) if need_cls else None
+        m_cls, n_bg, m_reg = self._masks(batch, level_index, need_cls, 'reg' in self.branches)
+        official = self.semantics == 'official'
 
         losses = {}
         for branch in self.branches:
@@ -206,30 +294,39 @@ class PGDLoss(nn.Module):
             fea_total, att_total = 0., 0.
             for lvl in range(num_levels):
                 f_t, f_s = feats_t[lvl].detach(), feats_s[lvl]
-                if f_t.shape != f_s.shape:
-                    raise ValueError(
-                        f'PGDLoss branch {branch!r} level {lvl}: teacher feature shape '
-                        f'{tuple(f_t.shape)} != student {tuple(f_s.shape)}. PGD uses no '
-                        f'adaptation layer, so teacher and student heads must have equal '
-                        f'channel counts (feat_channels) and strides.')
-                if tuple(f_t.shape[2:]) != tuple(batch.level_sizes[lvl]):
-                    raise ValueError(f'branch {branch!r} level {lvl}: feature size '
-                                     f'{tuple(f_t.shape[2:])} != level_sizes '
-                                     f'{batch.level_sizes[lvl]}')
-                if branch == 'reg':
-                    fea, att = self._reg_terms(f_t, f_s, m_reg[lvl].to(f_s.device))
-                else:
-                    fea, att = self._cls_terms(f_t, f_s, m_cls[lvl].to(f_s.device),
-                                               n_bg[lvl].to(f_s.device))
+                self._check_shapes(branch, lvl, f_t, f_s, batch.level_sizes[lvl])
                 w = self.level_weights[lvl]
-                fea_total = fea_total + w * fea
-                att_total = att_total + w * att
+                if branch == 'reg':
+                    mask = m_reg[lvl].to(f_s.device)
+                    fea, att = (self._reg_terms_official(f_t, f_s, mask) if official
+                                else self._reg_terms_paper(f_t, f_s, mask))
+                    w_fea, w_att = (1.0, 1.0) if official else (w, w)
+                else:
+                    m_fg, bg = m_cls[lvl].to(f_s.device), n_bg[lvl].to(f_s.device)
+                    fea, att = (self._cls_terms_official(f_t, f_s, m_fg, bg) if official
+                                else self._cls_terms_paper(f_t, f_s, m_fg, bg))
+                    w_fea, w_att = (w, 1.0) if official else (w, w)
+                fea_total = fea_total + w_fea * fea
+                att_total = att_total + w_att * att
+            # official terms are already batch scalars; paper terms are per image -> mean
             losses[f'loss_pgd_fea_{branch}'] = fea_total.mean()
             losses[f'loss_pgd_att_{branch}'] = att_total.mean()
         return losses
 
+    @staticmethod
+    def _check_shapes(branch: str, lvl: int, f_t: Tensor, f_s: Tensor, level_size) -> None:
+        if f_t.shape != f_s.shape:
+            raise ValueError(
+                f'PGDLoss branch {branch!r} level {lvl}: teacher feature shape '
+                f'{tuple(f_t.shape)} != student {tuple(f_s.shape)}. PGD uses no '
+                f'adaptation layer, so teacher and student heads must have equal '
+                f'channel counts (feat_channels) and strides.')
+        if tuple(f_t.shape[2:]) != tuple(level_size):
+            raise ValueError(f'branch {branch!r} level {lvl}: feature size '
+                             f'{tuple(f_t.shape[2:])} != level_sizes {level_size}')
+
     def extra_repr(self) -> str:
-        return (f'alpha={self.alpha}, beta={self.beta}, gamma={self.gamma}, delta={self.delta}, '
+        return (f'semantics={self.semantics!r}, alpha={self.alpha}, beta={self.beta}, gamma={self.gamma}, delta={self.delta}, '
                 f'tau={self.tau}, k={self.k}, xi_cls={self.xi_cls}, xi_reg={self.xi_reg}, '
                 f'level_weights={self.level_weights}, candidates={self.candidates!r}, '
                 f'branches={self.branches}, fg_strategy={self.fg_strategy!r}')
