@@ -1,0 +1,236 @@
+"""One-device check of PGD at paper scale: step-time ratio, PGW, peak memory, images/s.
+
+Written to be run as one short script the first time a CUDA device is available (<= 8 min on
+one GPU); ``--device cpu --tiny`` runs the same code paths on the CPU in seconds, which the test
+suite does (``tests/test_gpu_check.py``) so that the script cannot rot.
+
+What it does, on ``--device`` (default ``cuda``):
+
+1. builds the paper-scale ATSS teacher ``config/detectors/paper/atss_r101_teacher.py`` and
+   student ``atss_r50_student.py`` with **random weights** (the ImageNet ``init_cfg`` is
+   dropped: nothing is downloaded) and the ``PGDLoss`` of ``config/distill/pgd.py``;
+2. on one batch of random images at the paper's input size and per-GPU batch (2 images of
+   1333 x 800, ~10 COCO-like GTs each; ``--tiny``: 2 images of 320 x 192) times, interleaved,
+   (a) the student train step, (b) the teacher forward, (c) the PGD distillation train step,
+   and prints ``t(c) / (t(a) + t(b))`` and images/s of (a) and (c);
+3. measures the peak device memory of (a) and (c) (CUDA only; ``n/a`` on CPU);
+4. times PGW alone on the COCO-sized case of ``bench_pgw.py`` (8 images x 30 GTs, N = 22,300;
+   ``--tiny``: 2 x 5) for both candidate rules, on the device.
+
+It prints one summary table and exits non-zero if any part failed (the other parts still run).
+
+    python benchmarks/gpu_check.py                      # on a CUDA machine
+    python benchmarks/gpu_check.py --device cpu --tiny  # smoke test anywhere
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import logging
+import os
+import statistics
+import sys
+import time
+import traceback
+import warnings
+
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+PAPER_SIZE = (800, 1333)           # (H, W): MMDetection's 1333 x 800 COCO resize
+TINY_SIZE = (192, 320)
+
+
+def _drop_pretrained(model_cfg):
+    """Random weights: no ``Pretrained`` init (it would download ImageNet weights)."""
+    model_cfg = copy.deepcopy(model_cfg)
+    model_cfg['backbone'].pop('init_cfg', None)
+    return model_cfg
+
+
+def build(device):
+    from mmdet.registry import MODELS
+
+    from pgd.engine.config_utils import load_config
+    from pgd.engine.distill import load_method, method_losses
+    _, s_cfg = load_config('paper/atss_r50_student')
+    _, t_cfg = load_config('paper/atss_r101_teacher')
+    s_model, t_model = _drop_pretrained(s_cfg.model), _drop_pretrained(t_cfg.model)
+    losses = method_losses(load_method('pgd'), 'atss', None)
+    torch.manual_seed(0)
+    student = MODELS.build(copy.deepcopy(s_model))
+    teacher = MODELS.build(copy.deepcopy(t_model))
+    student.init_weights()
+    teacher.init_weights()
+    distiller = MODELS.build(dict(type='TeacherStudentDistiller', student=s_model,
+                                  teacher=t_model, distill_losses=losses,
+                                  init_student_from_teacher=False))
+    distiller.student.load_state_dict(student.state_dict())
+    distiller.teacher.load_state_dict(teacher.state_dict())
+    student.to(device).train()
+    teacher.to(device).eval()
+    distiller.to(device).train()
+    return student, teacher, distiller
+
+
+def image_batch(num, hw, num_classes, device, seed=0):
+    from mmdet.structures import DetDataSample
+    from mmengine.structures import InstanceData
+    g = torch.Generator().manual_seed(seed)
+    h, w = hw
+    x = torch.randn(num, 3, h, w, generator=g)
+    samples = []
+    for _ in range(num):
+        n = int(torch.randint(8, 13, (1, ), generator=g))
+        side = torch.exp(torch.log(torch.tensor(12.)) + torch.rand(n, generator=g)
+                         * torch.log(torch.tensor(min(h, w) * 0.8 / 12.)))
+        aspect = torch.exp((torch.rand(n, generator=g) - 0.5) * 2 * torch.log(torch.tensor(3.)))
+        bw, bh = side * aspect.sqrt(), side / aspect.sqrt()
+        cx, cy = torch.rand(n, generator=g) * w, torch.rand(n, generator=g) * h
+        boxes = torch.stack([(cx - bw / 2).clamp(0, w), (cy - bh / 2).clamp(0, h),
+                             (cx + bw / 2).clamp(0, w), (cy + bh / 2).clamp(0, h)], -1)
+        ds = DetDataSample(metainfo=dict(img_shape=hw, pad_shape=hw, ori_shape=hw,
+                                         batch_input_shape=hw, scale_factor=(1., 1.)))
+        inst = InstanceData()
+        inst.bboxes = boxes
+        inst.labels = torch.randint(0, num_classes, (n, ), generator=g)
+        ds.gt_instances = inst
+        samples.append(ds.to(device))
+    return x.to(device), samples
+
+
+def sync_for(device):
+    return torch.cuda.synchronize if device.startswith('cuda') else (lambda: None)
+
+
+def timed(fns, repeats, sync):
+    """Median wall seconds per function; every round runs all of them, in rotating order."""
+    names = list(fns)
+    wall = {n: [] for n in names}
+    for name in names:                                   # warm-up: allocator, cudnn autotune
+        fns[name]()
+        fns[name]()
+    sync()
+    for r in range(repeats):
+        for name in names[r % len(names):] + names[:r % len(names)]:
+            sync()
+            t0 = time.perf_counter()
+            fns[name]()
+            sync()
+            wall[name].append(time.perf_counter() - t0)
+    return {n: statistics.median(v) for n, v in wall.items()}
+
+
+def peak_memory(fn, device, sync):
+    """Peak allocated device memory (MiB) of one call, or None off CUDA."""
+    if not device.startswith('cuda'):
+        return None
+    sync()
+    torch.cuda.reset_peak_memory_stats(device)
+    fn()
+    sync()
+    return torch.cuda.max_memory_allocated(device) / 2 ** 20
+
+
+def check_step(args, report):
+    device, sync = args.device, sync_for(args.device)
+    student, teacher, distiller = build(device)
+    hw = TINY_SIZE if args.tiny else PAPER_SIZE
+    x, samples = image_batch(args.batch, hw, student.bbox_head.num_classes, device)
+    opt_s = torch.optim.SGD([p for p in student.parameters() if p.requires_grad], lr=1e-5)
+    opt_d = torch.optim.SGD([p for p in distiller.parameters() if p.requires_grad], lr=1e-5)
+
+    def student_step():
+        opt_s.zero_grad()
+        loss, _ = student.parse_losses(student.loss(x, samples))
+        loss.backward()
+        opt_s.step()
+
+    @torch.no_grad()
+    def teacher_forward():
+        teacher.bbox_head(teacher.extract_feat(x))
+
+    def pgd_step():
+        opt_d.zero_grad()
+        loss, _ = distiller.parse_losses(distiller.loss(x, samples))
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f'non-finite PGD step loss {float(loss)}')
+        loss.backward()
+        opt_d.step()
+
+    t = timed(dict(student=student_step, teacher=teacher_forward, pgd=pgd_step),
+              args.repeats, sync)
+    ratio = t['pgd'] / (t['student'] + t['teacher'])
+    mem_s, mem_p = peak_memory(student_step, device, sync), peak_memory(pgd_step, device, sync)
+    fmt_mem = lambda m: 'n/a' if m is None else f'{m:.0f} MiB'   # noqa: E731
+    report.append(('input', f'{args.batch} x {hw[1]}x{hw[0]}, ATSS R101 -> R50 (random weights)'))
+    for name in ('student', 'teacher', 'pgd'):
+        report.append((f'{name} step' if name != 'teacher' else 'teacher forward',
+                       f'{t[name] * 1e3:.1f} ms'))
+    report.append(('t(pgd) / (t(student) + t(teacher))', f'{ratio:.3f}'))
+    report.append(('images/s student-only / PGD', f'{args.batch / t["student"]:.2f} / '
+                   f'{args.batch / t["pgd"]:.2f}'))
+    report.append(('peak memory student / PGD step', f'{fmt_mem(mem_s)} / {fmt_mem(mem_p)}'))
+
+
+def check_pgw(args, report):
+    from bench_pgw import coco_like_batch
+
+    from pgd.distill.pgw import pgw_masks
+    sync = sync_for(args.device)
+    batch, gts = (2, 5) if args.tiny else (8, 30)
+    case = coco_like_batch(1, batch=batch, num_gts=gts, device=args.device)
+    fns = {cand: (lambda c=cand: pgw_masks(**case, xis=(0.8, 0.6), k=30, candidates=c))
+           for cand in ('all_then_mask', 'inside')}
+    t = timed(fns, args.repeats, sync)
+    for cand, sec in t.items():
+        report.append((f'PGW {batch} x {gts} GTs, N={case["points"].shape[0]}, {cand}',
+                       f'{sec * 1e3:.1f} ms'))
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument('--device', default='cuda', help='cuda, cuda:N or cpu')
+    p.add_argument('--tiny', action='store_true', help='small inputs (CPU smoke test)')
+    p.add_argument('--batch', type=int, default=2, help='images per step (paper: 2 per GPU)')
+    p.add_argument('--repeats', type=int, default=None,
+                   help='timed rounds (default 10; 2 with --tiny)')
+    args = p.parse_args(argv)
+    args.repeats = args.repeats or (2 if args.tiny else 10)
+    if args.device.startswith('cuda') and not torch.cuda.is_available():
+        print(f'error: --device {args.device} but CUDA is not available '
+              f'(use --device cpu --tiny for a CPU smoke run)', file=sys.stderr)
+        return 2
+    from mmengine.logging import MMLogger
+
+    from pgd.engine.registry import register_all
+    warnings.filterwarnings('ignore')
+    MMLogger.get_instance('gpu_check', log_level='WARNING')
+    logging.getLogger().setLevel(logging.WARNING)
+    register_all()
+    dev_name = (torch.cuda.get_device_name(torch.device(args.device))
+                if args.device.startswith('cuda') else f'CPU ({os.cpu_count()} cores)')
+    report = [('device', dev_name), ('torch', torch.__version__)]
+    failed = []
+    start = time.perf_counter()
+    for name, check in (('step', check_step), ('pgw', check_pgw)):
+        try:
+            check(args, report)
+        except Exception:                     # report and go on: one summary at the end
+            traceback.print_exc()
+            failed.append(name)
+            report.append((f'{name} check', 'FAILED (traceback above)'))
+    report.append(('total time', f'{time.perf_counter() - start:.0f} s'))
+    width = max(len(k) for k, _ in report)
+    print('\nPGD GPU check' + (' (tiny CPU smoke run)' if args.tiny else ''))
+    for key, value in report:
+        print(f'  {key:<{width}}  {value}')
+    if failed:
+        print(f'FAILED: {", ".join(failed)}', file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())

@@ -1,0 +1,52 @@
+"""The GPU benchmark (benchmarks/gpu_check.py) runs on the CPU with --tiny, so it cannot rot
+before a GPU is available; a failing part makes it exit non-zero."""
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+SCRIPT = Path(__file__).resolve().parents[1] / 'benchmarks' / 'gpu_check.py'
+
+
+def load_script():
+    spec = importlib.util.spec_from_file_location('gpu_check', SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.slow
+def test_gpu_check_tiny_cpu_run(capsys):
+    rc = load_script().main(['--device', 'cpu', '--tiny'])
+    out = capsys.readouterr().out
+    assert rc == 0, out
+    assert 'ATSS R101 -> R50' in out
+    for key in ('t(pgd) / (t(student) + t(teacher))', 'images/s student-only / PGD',
+                'peak memory student / PGD step', 'all_then_mask', 'inside'):
+        assert key in out, key
+    ratio = float(out.split('t(pgd) / (t(student) + t(teacher))')[1].split()[0])
+    assert 0.5 < ratio < 5.0
+
+
+def test_gpu_check_fails_loudly(monkeypatch, capsys):
+    script = load_script()
+
+    def broken(args, report):
+        raise RuntimeError('simulated failure')
+
+    monkeypatch.setattr(script, 'check_step', broken)
+    monkeypatch.setattr(script, 'check_pgw', broken)
+    rc = script.main(['--device', 'cpu', '--tiny'])
+    captured = capsys.readouterr()
+    assert rc == 1
+    assert 'FAILED: step, pgw' in captured.err
+    assert 'step check' in captured.out and 'FAILED' in captured.out
+
+
+def test_gpu_check_without_cuda_says_so(capsys):
+    import torch
+    if torch.cuda.is_available():
+        pytest.skip('CUDA is available here')
+    rc = load_script().main(['--device', 'cuda'])
+    assert rc == 2
+    assert 'CUDA is not available' in capsys.readouterr().err
