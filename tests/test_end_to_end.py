@@ -121,8 +121,9 @@ def test_synthetic_images_of_another_size_are_refused(tmp_path):
     assert '96-px SYNTHETIC images' in res.stdout and 'image_size=128' in res.stdout
 
 
-def test_ld_runs_through_mmdetections_own_ld_head(tiny_shapes, tmp_path):
-    """LD (GFL only) uses mmdet's KnowledgeDistillationSingleStageDetector + LDHead; its
+def test_ld_runs_through_mmdetections_kd_detector(tiny_shapes, tmp_path):
+    """LD (GFL only) uses mmdet's KnowledgeDistillationSingleStageDetector with the official
+    LD head (main LD + VLR LD + main KD, pgd.distill.ld_vlr_head, an LDHead subclass); its
     exported student loads into the plain GFL student config."""
     from mmdet.registry import MODELS
     from mmdet.utils import register_all_modules

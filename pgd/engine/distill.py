@@ -140,7 +140,13 @@ def compose(args):
 
 
 def compose_ld(cfg, method_cfg, args):
-    """LD through MMDetection's own KnowledgeDistillationSingleStageDetector + LDHead."""
+    """LD through MMDetection's KnowledgeDistillationSingleStageDetector with the head that
+    ``ld_variant`` of config/distill/ld.py selects (default: the official LD with VLR,
+    :class:`pgd.distill.ld_vlr_head.LDVLRHead`; ``main``: mmdet's own LDHead).
+
+    ``--loss-options``: ``ld_variant``; the head options ``ld_head_options``; every other key
+    updates the LD KL terms (``loss_ld`` and, when present, ``loss_ld_vlr``). ``loss_scale``
+    multiplies every distillation term of the head (``ld_distill_terms``)."""
     from pgd.engine.config_utils import resolve_config
     from pgd.errors import UserError
     detector = detector_name(cfg.model)
@@ -149,6 +155,17 @@ def compose_ld(cfg, method_cfg, args):
                         f'not {detector}')
     if not (args.teacher and args.teacher_ckpt and Path(args.teacher_ckpt).is_file()):
         raise UserError('LD needs --teacher and an existing --teacher-ckpt')
+    options = dict(args.loss_options or {})
+    variant = options.pop('ld_variant', method_cfg.get('ld_variant', 'vlr'))
+    heads = method_cfg.ld_heads
+    if variant not in heads:
+        raise UserError(f'ld_variant must be one of {sorted(heads)}, got {variant!r}')
+    head = copy.deepcopy(heads[variant]).to_dict()
+    for key in method_cfg.get('ld_head_options', ()):
+        if key in options:
+            if key not in head and head['type'] == 'LDHead':
+                raise UserError(f'LD option {key} needs ld_variant=vlr')
+            head[key] = options.pop(key)
     model = cfg.model
     model['type'] = 'KnowledgeDistillationSingleStageDetector'
     # relative to the working directory where possible: the dumped config is provenance and
@@ -157,10 +174,21 @@ def compose_ld(cfg, method_cfg, args):
     model['teacher_config'] = (os.path.relpath(teacher_config)
                                if teacher_config.is_relative_to(Path.cwd()) else str(teacher_config))
     model['teacher_ckpt'] = str(args.teacher_ckpt)
-    model['bbox_head'].update(method_cfg.ld_head)
-    if args.loss_options:
-        model['bbox_head']['loss_ld'].update(args.loss_options)
-    model['bbox_head']['loss_ld']['loss_weight'] *= args.loss_scale
+    model['bbox_head'].update(head)
+    bbox_head = model['bbox_head']
+    for term in ('loss_ld', 'loss_ld_vlr'):
+        if options and bbox_head.get(term):
+            bbox_head[term].update(options)
+    for term in method_cfg.get('ld_distill_terms', ('loss_ld',)):
+        if bbox_head.get(term):
+            bbox_head[term]['loss_weight'] *= args.loss_scale
+    module = method_cfg.get('ld_head_module')
+    if module and head['type'] != 'LDHead':
+        # so that the saved distill_config.py registers the head when re-loaded
+        imports = list((cfg.get('custom_imports') or {}).get('imports', []))
+        if module not in imports:
+            imports.append(module)
+        cfg.custom_imports = dict(imports=imports, allow_failed_imports=False)
     cfg.distill = dict(method='ld', detector=detector, teacher=str(args.teacher),
                        loss_options=dict(args.loss_options or {}),
                        loss_scale=args.loss_scale)

@@ -10,6 +10,7 @@ _MODULES = (
     'pgd.distill.distiller',
     'pgd.distill.losses',
     'pgd.distill.lgd.detector',
+    'pgd.distill.ld_vlr_head',
 )
 
 

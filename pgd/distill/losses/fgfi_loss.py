@@ -7,12 +7,38 @@ Imitation region (paper Sec. 3.1 / slides "Imitation region estimation")::
     F_g     = psi * max(m[g])                     # psi = 0.5 (paper default)
     I[i, j] = OR_g OR_k ( m[g, i, j, k] > F_g )    # binary (H, W) mask per level and image
 
-Loss (paper Eq. 2, with the student adaptation layer f_adap = 3x3 conv, student -> teacher
-width)::
+Loss (paper Eq. 2, with the student adaptation layer f_adap)::
 
+    f_adap(S)   = ReLU(conv3x3(S))                 # student -> teacher width
     L_imitation = 1 / (2 N_p) * sum_l sum_{i,j} sum_c I_l[i,j] (f_adap(S_l)[c,i,j] - T_l[c,i,j])^2
     N_p         = sum_l sum_{i,j} I_l[i,j]        # masked *locations*, not x channels
-    loss_fgfi_feat = loss_weight * L_imitation    # loss_weight = lambda = 0.01 (paper Eq. 3)
+    gate        = 0 while (first epoch and cur_iter < warmup_iters), else 1
+    loss_fgfi_feat = gate * loss_weight * L_imitation   # loss_weight = lambda = 0.01
+
+Official code (the authors' repositories, read for these semantics):
+
+* github.com/twangnh/Distilling-Object-Detectors (PyTorch, Faster R-CNN VGG16 -> VGG11):
+  - adaptation ``nn.Sequential(nn.Conv2d(512, 512, kernel_size=3, padding=1), nn.ReLU())``,
+    PyTorch's default init (``lib/model/faster_rcnn/vgg11.py``, ``stu_feature_adap``; the
+    ``_init_weights`` of ``lib/model/faster_rcnn/faster_rcnn.py`` does not touch it);
+  - ``norms = mask.sum() * 2`` over the (1-channel) masks of the whole batch, loss
+    ``sum((T - f_adap(S))^2 * mask) / norms`` (``trainval_net_sup.py``);
+  - weight ``--ilw`` 0.01 and warm-up ``--ws`` 400: the imitation loss is multiplied by 0 while
+    ``step < 400 and epoch == 1`` (``trainval_net_sup.py``; README: "first 400 steps are warmup
+    steps with no imitation");
+  - mask: per GT, anchors with IoU > 0.5 * (max IoU of that GT), OR over anchors and GTs,
+    padding GTs skipped (``lib/model/rpn/anchor_target_layer.py``).
+* github.com/twangnh/Distilling-Object-Detectors-Shuffledet (TensorFlow, ShuffleDet):
+  adaptation 3x3 conv + ReLU with a truncated-normal kernel init, stddev 1e-4, bias 0
+  (``lib/models/shuffleDet_sup.py``, ``adaptation`` scope, ``_conv_layer_no_pretrain(...,
+  relu=True, stddev=0.0001)``; ``lib/models/nn_skeleton.py``: ``tf.truncated_normal_initializer``,
+  i.e. truncated at 2 stddev); psi = 0.5 (``dataset_tool/imdb.py``, ``_mimic_trhesh1``).
+
+Defaults here: ReLU adapter (both repositories), truncated-normal init std 1e-4 / bias 0
+(ShuffleDet; ``adapt_init='pytorch'`` = the PyTorch repository's default init), warm-up 400
+iterations of the first epoch, N_p over the batch, lambda 0.01. The previous behaviour of this
+module (plain conv, PyTorch init, no warm-up) is ``adapt_act=None, adapt_init='pytorch',
+warmup_iters=0``.
 
 Shapes: ``batch.student.neck[l]`` (B, C_s, H_l, W_l), ``batch.teacher.neck[l]``
 (B, C_t, H_l, W_l); masks (B, H_l, W_l); ``batch.gt_bboxes`` (B, G, 4).
@@ -37,7 +63,14 @@ Implementation choices (documented assumptions):
 * Normalisation: ``normalize='batch'`` (default, as the authors' public code: one N_p summed
   over the images and levels of the batch) or ``'image'`` (loss per image with its own N_p,
   then the mean over images). Images without any masked location contribute 0.
-* One adaptation conv per FPN level (not shared).
+* One adaptation conv (+ ReLU) per FPN level (not shared).
+* Warm-up: the iteration is the Runner's global iteration (``batch.cur_iter``, set by the
+  distiller from MMEngine's MessageHub, which survives resume) and the epoch is read from the
+  same MessageHub (``'epoch'``, 0-based). The official gate applies only within the first epoch
+  (``epoch == 1`` there), so it never lasts longer than one epoch; without a Runner (no
+  iteration known, ``cur_iter=None``) the loss is on.
+* The teacher's FPN features are signed while a ReLU adapter's output is not; the official
+  code imitated post-ReLU backbone features. ``adapt_act=None`` removes the ReLU.
 """
 from __future__ import annotations
 
@@ -45,12 +78,26 @@ from typing import Dict, Optional, Sequence, Tuple
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 from mmdet.models.task_modules.prior_generators import AnchorGenerator
 from mmdet.registry import MODELS
 from mmdet.structures.bbox import bbox_overlaps
 from torch import Tensor
 
 from ..inputs import DistillBatch
+
+#: Adapter kernel init of the official ShuffleDet code: truncated normal, stddev 1e-4, cut at
+#: 2 stddev (tf.truncated_normal_initializer), bias 0.
+FGFI_TRUNC_NORMAL_STD = 1e-4
+
+
+def _current_epoch() -> Optional[int]:
+    """The Runner's epoch (0-based) from MMEngine's MessageHub, as the distiller reads the
+    iteration (pgd.distill.distiller._current_iter); None outside a Runner."""
+    from mmengine.logging import MessageHub
+    epoch = MessageHub.get_current_instance().get_info('epoch', None)
+    return None if epoch is None else int(epoch)
+
 
 #: Anchor settings of the detectors used in the paper (MMDetection configs).
 FGFI_ANCHOR_PRESETS = {
@@ -131,7 +178,13 @@ class FGFILoss(nn.Module):
         center_offset: anchor centre offset in strides (0.5 = location centres).
         max_iou_over: 'level' or 'all' (see module docstring).
         normalize: 'batch' (public code) or 'image'.
-        adapt_kernel: kernel size of the adaptation conv (3 in the paper).
+        adapt_kernel: kernel size of the adaptation conv (3 in the paper and both repos).
+        adapt_act: 'relu' (official: conv + ReLU) or None (plain conv).
+        adapt_init: 'trunc_normal' (official ShuffleDet code: std ``adapt_std``, cut at 2 std,
+            bias 0) or 'pytorch' (``nn.Conv2d``'s default, as the official PyTorch code).
+        adapt_std: stddev of the truncated-normal init. Default 1e-4 (ShuffleDet code).
+        warmup_iters: iterations of the first epoch without imitation (loss x 0). Default 400
+            (official ``--ws``); 0 disables the warm-up.
 
     Returns (forward): ``{'loss_fgfi_feat': scalar}``.
     """
@@ -150,8 +203,20 @@ class FGFILoss(nn.Module):
                  center_offset: float = 0.5,
                  max_iou_over: str = 'level',
                  normalize: str = 'batch',
-                 adapt_kernel: int = 3) -> None:
+                 adapt_kernel: int = 3,
+                 adapt_act: Optional[str] = 'relu',
+                 adapt_init: str = 'trunc_normal',
+                 adapt_std: float = FGFI_TRUNC_NORMAL_STD,
+                 warmup_iters: int = 400) -> None:
         super().__init__()
+        if adapt_act in ('none', 'None', ''):
+            adapt_act = None
+        if adapt_act not in (None, 'relu'):
+            raise ValueError(f'adapt_act must be "relu" or None, got {adapt_act!r}')
+        if adapt_init not in ('trunc_normal', 'pytorch'):
+            raise ValueError(f'adapt_init must be "trunc_normal" or "pytorch", got {adapt_init!r}')
+        if int(warmup_iters) < 0:
+            raise ValueError(f'warmup_iters must be >= 0, got {warmup_iters!r}')
         if normalize not in ('batch', 'image'):
             raise ValueError(f'normalize must be "batch" or "image", got {normalize!r}')
         if max_iou_over not in ('level', 'all'):
@@ -181,11 +246,38 @@ class FGFILoss(nn.Module):
         self.max_iou_over = max_iou_over
         self.normalize = normalize
         self.num_levels = num_levels
+        self.adapt_act = adapt_act
+        self.adapt_init = adapt_init
+        self.adapt_std = float(adapt_std)
+        self.warmup_iters = int(warmup_iters)
         self.adapt = nn.ModuleList([
             nn.Conv2d(student_channels, teacher_channels, adapt_kernel, padding=adapt_kernel // 2)
             for _ in range(num_levels)
         ])
+        self.init_weights()
         self._generators: Dict[tuple, AnchorGenerator] = {}
+
+    def init_weights(self) -> None:
+        """Adapter init (also called by MMEngine's ``init_weights`` of the distiller)."""
+        if self.adapt_init != 'trunc_normal':
+            return
+        std = self.adapt_std
+        for conv in self.adapt:
+            nn.init.trunc_normal_(conv.weight, mean=0., std=std, a=-2 * std, b=2 * std)
+            nn.init.zeros_(conv.bias)
+
+    def adapted(self, lvl: int, feat: Tensor) -> Tensor:
+        """f_adap of level ``lvl``: conv (+ ReLU)."""
+        out = self.adapt[lvl](feat)
+        return F.relu(out) if self.adapt_act == 'relu' else out
+
+    def warmup_gate(self, cur_iter: Optional[int], cur_epoch: Optional[int] = None) -> float:
+        """0. during the official warm-up (first epoch, ``cur_iter < warmup_iters``), else 1."""
+        if cur_iter is None or self.warmup_iters <= 0:
+            return 1.0
+        if cur_epoch is not None and cur_epoch > 0:
+            return 1.0
+        return 0.0 if cur_iter < self.warmup_iters else 1.0
 
     def anchor_generator(self, strides: Sequence[int]) -> AnchorGenerator:
         key = tuple(int(s) for s in strides)
@@ -211,14 +303,19 @@ class FGFILoss(nn.Module):
         return fgfi_masks(batch.gt_bboxes, batch.gt_valid, anchors, sizes,
                           gen.num_base_priors, self.psi, self.max_iou_over)
 
-    def forward(self, batch: DistillBatch) -> Dict[str, Tensor]:
+    def forward(self, batch: DistillBatch, cur_iter: Optional[int] = None,
+                cur_epoch: Optional[int] = None) -> Dict[str, Tensor]:
+        if cur_iter is None:
+            cur_iter = batch.cur_iter  # the distiller's global iteration
+        if cur_epoch is None and cur_iter is not None:
+            cur_epoch = _current_epoch()
         n = min(len(batch.student.neck), self.num_levels)
         masks = self.get_masks(batch)
         num_img = batch.num_images
         sq_sum = None  # (B,) masked squared error per image
         n_pos = None  # (B,) masked locations per image
         for lvl in range(n):
-            s = self.adapt[lvl](batch.student.neck[lvl])
+            s = self.adapted(lvl, batch.student.neck[lvl])
             t = batch.teacher.neck[lvl].detach()
             m = masks[lvl].to(s.dtype)
             err = ((s - t) ** 2).sum(dim=1)  # (B, H, W)
@@ -230,4 +327,7 @@ class FGFILoss(nn.Module):
             loss = sq_sum.sum() / (2. * n_pos.sum().clamp(min=1.))
         else:
             loss = (sq_sum / (2. * n_pos.clamp(min=1.))).sum() / max(num_img, 1)
-        return {'loss_fgfi_feat': self.loss_weight * loss}
+        # x 0 during the warm-up (as the official code): the graph, and so DDP's view of the
+        # adapter parameters, stays the same
+        gate = self.warmup_gate(cur_iter, cur_epoch)
+        return {'loss_fgfi_feat': gate * self.loss_weight * loss}
