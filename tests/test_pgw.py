@@ -88,7 +88,7 @@ def test_matches_loop_reference(seed):
     case, sizes = _pop_sizes(make_case(seed)[0])
     _, k, xi, _ = make_case(seed)
     runs = (('inside', 'sparse', None), ('inside', 'sparse', sizes), ('inside', 'dense', None),
-            ('all_then_mask', 'dense', None))
+            ('all_then_mask', 'dense', None), ('all_then_mask', 'sparse', sizes))
     refs = {}
     for cand, impl, lsz in runs:
         if cand not in refs:
@@ -119,7 +119,7 @@ def test_torch_loop_reference_matches_batched(seed, prefilter, monkeypatch):
             assert m.dtype == torch.float64
             np.testing.assert_allclose(m.numpy(), r, rtol=1e-9, atol=1e-12)
         impls = ((('sparse', sizes), ('sparse', None), ('dense', None)) if cand == 'inside'
-                 else (('dense', None), ))
+                 else (('dense', None), ('sparse', sizes)))
         case32 = {key: (v.float() if torch.is_tensor(v) and v.is_floating_point() else v)
                   for key, v in case.items()}
         loop32 = pgw_loop_torch_multi(**case32, xis=xis, k=k, candidates=cand)
@@ -350,6 +350,28 @@ def test_degenerate_cases_are_finite():
     sel = points_inside_boxes(pts, case['gt_bboxes'][3:4], case['gt_valid'][3:4])
     _, sigma = fit_gaussian(pts, sel)
     assert float(sigma[0, 0, 0, 0]) == pytest.approx(0.0, abs=1e-6)
+
+
+def test_all_then_mask_sparse_fills_zero_quality_slots_like_dense():
+    """Fewer than K locations with a positive quality (tiny predicted boxes): the top-K over
+    all locations is completed by the lowest-index zero-quality ones (top-left of P3), which
+    enter the Gaussian fit -- the sparse path reproduces the dense one bit for bit."""
+    case = _grid_case([[[40., 20., 120., 100.], [60., 30., 140., 110.]], [[8., 8., 30., 40.]]],
+                      seed=5)
+    pts = case['points']
+    case['boxes'] = torch.cat([pts - 2.0, pts + 2.0], -1)[None, :, None].expand(
+        2, -1, 1, -1).contiguous()
+    sizes = ((16, 32), (8, 16))
+    for k in (5, 30, 200):
+        dense = pgw_masks(**case, xis=(0.8, 0.6), k=k, candidates='all_then_mask',
+                          impl='dense')
+        sparse = pgw_masks(**case, xis=(0.8, 0.6), k=k, candidates='all_then_mask',
+                           impl='sparse', level_sizes=sizes)
+        for a, b in zip(dense, sparse):
+            assert torch.equal(a, b), k
+            assert int((a > 0).sum()) > 0
+    with pytest.raises(ValueError, match='grid'):
+        pgw_masks(**case, xis=(0.8, ), candidates='all_then_mask', impl='sparse')
 
 
 def test_all_then_mask_differs_from_inside():

@@ -153,11 +153,14 @@ def _grid_axes(points: Tensor, level_sizes: Sequence[Tuple[int, int]]):
 
 
 def _grid_rows(points: Tensor, gt_bboxes: Tensor, gt_valid: Tensor,
-               level_sizes: Optional[Sequence[Tuple[int, int]]]):
+               level_sizes: Optional[Sequence[Tuple[int, int]]],
+               level_margin: Optional[Tensor] = None):
     """Inside locations of every valid GT as runs of consecutive flattened locations.
 
     On a grid level the locations strictly inside a box form a rectangle (found with
     ``searchsorted``), and each row of that rectangle is a run of consecutive flattened indices.
+    ``level_margin`` (B, L), if given, widens every box of image b on level l by
+    ``level_margin[b, l]`` on all four sides first.
 
     Returns:
         ``(row_seg, row_bn0, row_w)``, (R,) long tensors ordered by (image, GT, location): row
@@ -173,10 +176,14 @@ def _grid_rows(points: Tensor, gt_bboxes: Tensor, gt_valid: Tensor,
     num_n = points.shape[0]
     lo_x, lo_y, hi_x, hi_y = (gt_bboxes[..., i].contiguous() for i in range(4))
     i0s, j0s, hs, ws = [], [], [], []
-    for xs, ys, _ in axes:
+    for lvl, (xs, ys, _) in enumerate(axes):
         # same comparison dtype as points_inside_boxes (points cast to the boxes' dtype)
         xs = xs.to(device=device, dtype=gt_bboxes.dtype).contiguous()
         ys = ys.to(device=device, dtype=gt_bboxes.dtype).contiguous()
+        if level_margin is not None:
+            m = level_margin[:, lvl, None].to(gt_bboxes.dtype)
+            lo_x, lo_y, hi_x, hi_y = (gt_bboxes[..., 0] - m, gt_bboxes[..., 1] - m,
+                                      gt_bboxes[..., 2] + m, gt_bboxes[..., 3] + m)
         j0 = torch.searchsorted(xs, lo_x, right=True)       # first x > x1
         j1 = torch.searchsorted(xs, hi_x, right=False)      # first x >= x2
         i0 = torch.searchsorted(ys, lo_y, right=True)
@@ -786,6 +793,119 @@ def _sparse_pgw(cls_prob, boxes, points, gt_bboxes, gt_labels, gt_valid, xis, k,
     return list(out.view(num_x, num_b, num_n))
 
 
+def _prediction_reach(boxes: Tensor, points: Tensor,
+                      level_sizes: Sequence[Tuple[int, int]]) -> Tensor:
+    """(B, L): how far the predicted boxes of image b on level l reach from their location.
+
+    Every prediction of location n lies in the square ``X_n +- reach``; so a location farther
+    than ``reach`` outside a GT box has IoU 0, hence quality 0, with that GT. NaN boxes (quality
+    NaN, counted as 0) are ignored.
+    """
+    px, py = points[:, 0, None].to(boxes.dtype), points[:, 1, None].to(boxes.dtype)
+    ext = torch.stack([px - boxes[..., 0], boxes[..., 2] - px,
+                       py - boxes[..., 1], boxes[..., 3] - py], -1)          # (B, N, A, 4)
+    ext = torch.nan_to_num(ext, nan=0.0).amax(dim=(2, 3)).clamp(min=0)      # (B, N)
+    parts = ext.split([h * w for h, w in level_sizes], dim=1)
+    return torch.stack([p.amax(dim=1) if p.shape[1] else p.new_zeros(p.shape[0])
+                        for p in parts], dim=1)
+
+
+def _lowest_free_indices(seg: Tensor, n: Tensor, seg_need: Tensor, num_n: int, k: int):
+    """For every segment s with ``seg_need[s] > 0``: its ``seg_need[s]`` lowest location
+    indices not among its selected ``n`` (``seg`` sorted). Returns (segments, indices).
+
+    These are the zero-quality locations a top-K over *all* locations takes, lowest index
+    first, when fewer than K locations have a positive quality; a segment has < K selected,
+    so its first ``need`` free indices lie below ``2K`` (or N).
+    """
+    needy = (seg_need > 0).nonzero().squeeze(1)
+    if needy.numel() == 0:
+        return seg.new_zeros(0), seg.new_zeros(0)
+    width = min(num_n, 2 * k)
+    slot = torch.full((seg_need.numel(), ), -1, dtype=torch.long, device=seg.device)
+    slot[needy] = torch.arange(needy.numel(), device=seg.device)
+    taken = torch.zeros(needy.numel(), width, dtype=torch.bool, device=seg.device)
+    row = slot.index_select(0, seg)
+    hit = (row >= 0) & (n < width)
+    taken[row[hit], n[hit]] = True
+    free = ~taken
+    rank = free.cumsum(dim=1)
+    pick = free & (rank <= seg_need.index_select(0, needy)[:, None])
+    r, c = pick.nonzero(as_tuple=True)
+    return needy.index_select(0, r), c
+
+
+def _sparse_pgw_all(cls_prob, boxes, points, gt_bboxes, gt_labels, gt_valid, xis, k, ridge,
+                    chunk_elems, level_sizes, level_index, num_levels) -> List[Tensor]:
+    """PGW masks (B, N) per xi for candidates='all_then_mask' (the official rule), without
+    any (B, G, N) tensor: exactly the masks of the dense implementation.
+
+    Only locations within reach of a GT (:func:`_prediction_reach`) can have a positive raw
+    quality; they are enumerated per grid rectangle like the inside cells. The top-K of a GT
+    is the top of its positive-quality cells, completed -- when fewer than K are positive --
+    by the lowest-index zero-quality locations (:func:`_lowest_free_indices`), as the dense
+    top-K breaks its ties. The Gaussian is fitted on all K, the weights kept inside the box.
+    """
+    num_b, num_g = gt_bboxes.shape[:2]
+    num_n = points.shape[0]
+    num_seg = num_b * num_g
+    num_x = len(xis)
+    dt = _work_dtype(cls_prob)
+    out = cls_prob.new_zeros((num_x * num_b * num_n, ), dtype=dt)
+    if num_seg == 0 or k <= 0:
+        return list(out.view(num_x, num_b, num_n))
+    margin = _prediction_reach(boxes, points, level_sizes)
+    rows = _grid_rows(points, gt_bboxes, gt_valid, level_sizes, level_margin=margin)
+    seg, bn = _expand_rows(*rows)
+    seg_count = torch.zeros(num_seg, dtype=torch.long, device=seg.device).index_add_(
+        0, rows[0], rows[2])
+    num_cells = seg.numel()
+    x_off = torch.arange(num_x, device=seg.device) * num_seg
+    if num_cells:
+        qual = _cell_quality(cls_prob, boxes, gt_bboxes, gt_labels, seg, bn, xis,
+                             min(chunk_elems, SPARSE_CHUNK_ELEMS if cls_prob.shape[2] > 1
+                                 else SPARSE_CHUNK_ELEMS_A1))                     # (X, P)
+        seg_x = (seg + x_off[:, None]).view(-1)
+        q_flat = qual.view(-1)
+        chosen = _segment_topk(seg_x, q_flat, seg_count.repeat(num_x), k)
+        chosen = chosen[q_flat.index_select(0, chosen) > 0]      # zeros: lowest index first
+        s_seg = seg_x.index_select(0, chosen)
+        s_bn = bn.index_select(0, chosen - torch.div(chosen, num_cells,
+                                                     rounding_mode='floor') * num_cells)
+    else:
+        s_seg = s_bn = seg.new_zeros(0)
+    s_b = torch.div(s_bn, num_n, rounding_mode='floor')
+    s_n = s_bn - s_b * num_n
+    valid_x = gt_valid.reshape(-1).repeat(num_x)
+    need = (k - torch.bincount(s_seg, minlength=num_x * num_seg)).clamp(min=0)
+    need = torch.minimum(need, num_n - torch.bincount(s_seg, minlength=num_x * num_seg))
+    need = need * valid_x
+    order = _stable_argsort(s_seg)
+    f_seg, f_n = _lowest_free_indices(s_seg.index_select(0, order), s_n.index_select(0, order),
+                                      need, num_n, k)
+    all_seg = torch.cat([s_seg, f_seg])
+    all_n = torch.cat([s_n, f_n])
+    # fit in ascending location order within each GT, as the dense fit sums
+    order = _stable_argsort(all_seg * num_n + all_n)
+    all_seg, all_n = all_seg.index_select(0, order), all_n.index_select(0, order)
+    _, cov, d = _segment_gaussian(all_seg, points.to(torch.float64).index_select(0, all_n),
+                                  num_x * num_seg)
+    c = cov.index_select(0, all_seg)
+    imp = torch.exp(-0.5 * _mahalanobis_sq(d[:, 0], d[:, 1], c[:, 0], c[:, 1], c[:, 2],
+                                           ridge)).to(dt)
+    g = all_seg - torch.div(all_seg, num_seg, rounding_mode='floor') * num_seg   # b * G + g
+    box = gt_bboxes.reshape(-1, 4).index_select(0, g)
+    pt = points.to(box.dtype).index_select(0, all_n)
+    inside = ((pt[:, 0] > box[:, 0]) & (pt[:, 0] < box[:, 2]) & (pt[:, 1] > box[:, 1])
+              & (pt[:, 1] < box[:, 3]))
+    x = torch.div(all_seg, num_seg, rounding_mode='floor')
+    pos = (x * num_b + torch.div(g, max(num_g, 1), rounding_mode='floor')) * num_n + all_n
+    pos, imp = pos[inside], imp[inside]
+    out.scatter_reduce_(0, pos, imp, reduce='amax', include_self=True)     # max over GTs
+    _normalise_at(out, pos, level_index, num_levels, num_n)                 # Eq. 4
+    return list(out.view(num_x, num_b, num_n))
+
+
 def _dense_pgw(cls_prob, boxes, points, gt_bboxes, gt_labels, gt_valid, xis, k, ridge,
                candidates, chunk_elems) -> List[Tensor]:
     inside = points_inside_boxes(points, gt_bboxes, gt_valid)
@@ -838,14 +958,19 @@ def pgw_masks(cls_prob: Tensor, boxes: Tensor, points: Tensor, level_index: Tens
     """
     if candidates not in CANDIDATE_MODES:
         raise ValueError(f'unknown candidate mode {candidates!r}; expected {CANDIDATE_MODES}')
+    grid = level_sizes is not None and _grid_axes(points, level_sizes) is not None
     if impl == 'auto':
-        impl = 'sparse' if candidates == 'inside' else 'dense'
-    if impl == 'sparse' and candidates != 'inside':
-        raise ValueError("impl='sparse' supports only candidates='inside'")
+        impl = 'sparse' if candidates == 'inside' or grid else 'dense'
+    if impl == 'sparse' and candidates != 'inside' and not grid:
+        raise ValueError("impl='sparse' with candidates='all_then_mask' needs grid points "
+                         "and level_sizes")
     cls_prob, boxes, gt_bboxes = cls_prob.detach(), boxes.detach(), gt_bboxes.detach()
     points = points.detach().to(cls_prob.device)
     level_index = level_index.to(cls_prob.device)
     gt_valid = gt_valid.to(torch.bool)
+    if impl == 'sparse' and candidates == 'all_then_mask':
+        return _sparse_pgw_all(cls_prob, boxes, points, gt_bboxes, gt_labels, gt_valid, xis,
+                               k, ridge, chunk_elems, level_sizes, level_index, num_levels)
     if impl == 'sparse':                 # normalises (Eq. 4) on the selected locations only
         return _sparse_pgw(cls_prob, boxes, points, gt_bboxes, gt_labels, gt_valid, xis, k,
                            ridge, chunk_elems, level_sizes, level_index, num_levels)
