@@ -1,27 +1,28 @@
-"""Benchmark: mini-scale training-step overhead of PGD distillation.
+"""Benchmark: mini-scale training-step overhead of PGD and the other feature methods.
 
-For each detector (ATSS, FCOS, GFL by default) the mini student ``config/detectors/mini/
+For each detector (all five by default) the mini student ``config/detectors/mini/
 <det>_r18_student.py`` and teacher ``<det>_r34_teacher.py`` are built with mmdet's
 ``MODELS.build`` (after ``pgd.engine.registry.register_all()``), and on one batch of 8 random
-256 x 256 images with ~10 random GTs each (DetDataSample / InstanceData) three things are
-timed side by side, interleaved (every repeat runs all of them, in rotating order):
+256 x 256 images with ~10 random GTs each (DetDataSample / InstanceData) these are timed side
+by side, interleaved (every repeat runs all of them, in rotating order):
 
-(a) ``student``  -- plain student train step: ``student.loss`` + ``parse_losses`` + backward +
-                    SGD step;
-(b) ``teacher``  -- teacher forward under ``no_grad`` (``extract_feat`` + ``bbox_head``);
-(c) ``pgd``      -- ``TeacherStudentDistiller`` train step with the ``PGDLoss`` of
-                    ``config/distill/pgd.py`` (per-detector overrides applied): teacher forward,
-                    student loss, head decoding, PGW, PGD loss, backward, SGD step.
+* ``student``  -- plain student train step: ``student.loss`` + ``parse_losses`` + backward +
+                  SGD step;
+* ``teacher``  -- teacher forward under ``no_grad`` (``extract_feat`` + ``bbox_head``);
+* one ``TeacherStudentDistiller`` train step per method of ``--methods`` (default PGD, FGD,
+  FGFI, DeFeat, FRS, FKD), each with the losses of ``config/distill/<method>.py``
+  (per-detector overrides applied): teacher forward, student loss, head decoding, the
+  method's loss, backward, SGD step.
 
-and it prints the medians and the ratio ``t(c) / (t(a) + t(b))`` (target <= 1.10), plus, on a
-``DistillBatch`` captured from the same step, the PGW-only time (both masks) and the PGD loss
-alone (PGW + Eq. 5-9 forward, and forward + backward into detached student features).
-Wall-clock and process CPU time (user + system of all threads) are both reported; on a shared
-machine the CPU-time ratio is the less load-sensitive of the two. Nothing is asserted; last
-figures: benchmarks/README.md.
+It prints the medians and, per method, the ratio ``t(method) / (t(student) + t(teacher))``
+(PGD target <= 1.05), plus, on a ``DistillBatch`` captured from the same step, the PGW-only time
+(both masks) and the PGD loss alone (forward, and forward + backward into detached student
+features). Wall-clock and process CPU time (user + system of all threads) are both reported; on
+a shared machine the CPU-time ratio is the less load-sensitive of the two. Nothing is asserted;
+last figures: benchmarks/README.md.
 
-    python benchmarks/bench_step_time.py [--detectors atss,fcos,gfl] [--repeats 15]
-                                         [--threads 0] [--batch 8] [--size 256]
+    python benchmarks/bench_step_time.py [--detectors atss,fcos] [--methods pgd,fgd]
+                                         [--repeats 15] [--threads 0] [--batch 8] [--size 256]
 """
 from __future__ import annotations
 
@@ -35,32 +36,36 @@ import warnings
 
 import torch
 
-TARGET_RATIO = 1.10
+TARGET_RATIO = 1.05
 
 
-def build_models(det: str):
+def build_models(det: str, methods=('pgd', )):
+    """The stand-alone student and teacher, and one distiller per method sharing their
+    weights (so every step sees the same predictions)."""
     from mmdet.registry import MODELS
 
     from pgd.engine.config_utils import load_config
     from pgd.engine.distill import load_method, method_losses
     _, s_cfg = load_config(f'mini/{det}_r18_student')
     _, t_cfg = load_config(f'mini/{det}_r34_teacher')
-    losses = method_losses(load_method('pgd'), det, None)
     torch.manual_seed(0)
     student = MODELS.build(copy.deepcopy(s_cfg.model))
     teacher = MODELS.build(copy.deepcopy(t_cfg.model))
     student.init_weights()
     teacher.init_weights()
-    distiller = MODELS.build(dict(type='TeacherStudentDistiller', student=s_cfg.model,
-                                  teacher=t_cfg.model, distill_losses=losses,
-                                  init_student_from_teacher=False))
-    # same weights as the stand-alone models, so every step sees the same predictions
-    distiller.student.load_state_dict(student.state_dict())
-    distiller.teacher.load_state_dict(teacher.state_dict())
     student.train()
     teacher.eval()
-    distiller.train()
-    return student, teacher, distiller, losses
+    distillers = {}
+    for method in methods:
+        losses = method_losses(load_method(method), det, None)
+        distiller = MODELS.build(dict(type='TeacherStudentDistiller', student=s_cfg.model,
+                                      teacher=t_cfg.model, distill_losses=losses,
+                                      init_student_from_teacher=False))
+        distiller.student.load_state_dict(student.state_dict())
+        distiller.teacher.load_state_dict(teacher.state_dict())
+        distiller.train()
+        distillers[method] = distiller
+    return student, teacher, distillers
 
 
 def random_batch(batch: int, size: int, num_classes: int, seed: int = 0):
@@ -104,46 +109,32 @@ def interleaved(fns: dict, repeats: int):
     return wall, cpu
 
 
-def step_ratios(wall: dict, cpu: dict):
+def step_ratios(wall: dict, cpu: dict, method: str = 'pgd'):
     """Ratio of medians, and median of the per-round ratios (robust to load drifting between
-    rounds), for wall and CPU time."""
+    rounds), for wall and CPU time, of ``method``'s step against student step + teacher
+    forward."""
     def ratios(d):
         med = {n: statistics.median(v) for n, v in d.items()}
-        of_medians = med['pgd'] / (med['student'] + med['teacher'])
+        of_medians = med[method] / (med['student'] + med['teacher'])
         per_round = statistics.median(
-            p / (s + t) for p, s, t in zip(d['pgd'], d['student'], d['teacher']))
+            p / (s + t) for p, s, t in zip(d[method], d['student'], d['teacher']))
         return of_medians, per_round
     return ratios(wall), ratios(cpu)
 
 
-def bench_detector(det: str, args):
+def _train_step(model, opt, x, samples):
+    def step():
+        opt.zero_grad()
+        loss, _ = model.parse_losses(model.loss(x, samples))
+        loss.backward()
+        opt.step()
+    return step
+
+
+def _pgd_parts(distiller, x, samples):
+    """PGW alone, the PGD loss forward, and forward + backward, on a DistillBatch of this step
+    whose student features are detached leaves."""
     from pgd.distill.pgw import pgw_masks_from_batch
-    student, teacher, distiller, losses = build_models(det)
-    num_classes = student.bbox_head.num_classes
-    x, samples = random_batch(args.batch, args.size, num_classes)
-    opt_s = torch.optim.SGD([p for p in student.parameters() if p.requires_grad], lr=1e-5,
-                            momentum=0.9)
-    opt_d = torch.optim.SGD([p for p in distiller.parameters() if p.requires_grad], lr=1e-5,
-                            momentum=0.9)
-
-    def student_step():
-        opt_s.zero_grad()
-        loss, _ = student.parse_losses(student.loss(x, samples))
-        loss.backward()
-        opt_s.step()
-
-    @torch.no_grad()
-    def teacher_forward():
-        teacher.bbox_head(teacher.extract_feat(x))
-
-    def pgd_step():
-        opt_d.zero_grad()
-        loss, _ = distiller.parse_losses(distiller.loss(x, samples))
-        loss.backward()
-        opt_d.step()
-
-    # a DistillBatch of this step, with the student features as detached leaves, to time the
-    # PGD loss on its own
     with torch.no_grad():
         t_feats, t_outs = distiller._run_teacher(x)
     distiller._s_capture.reset()
@@ -166,32 +157,57 @@ def bench_detector(det: str, args):
     def loss_fwd_bwd():
         sum(pgd_loss(batch).values()).backward()
 
-    fns = dict(student=student_step, teacher=teacher_forward, pgd=pgd_step, pgw=pgw_only,
-               pgd_loss_fwd=loss_forward, pgd_loss_fwd_bwd=loss_fwd_bwd)
+    return dict(pgw=pgw_only, pgd_loss_fwd=loss_forward, pgd_loss_fwd_bwd=loss_fwd_bwd), batch
+
+
+def bench_detector(det: str, args):
+    methods = args.methods.split(',')
+    student, teacher, distillers = build_models(det, methods)
+    x, samples = random_batch(args.batch, args.size, student.bbox_head.num_classes)
+    params = lambda m: [p for p in m.parameters() if p.requires_grad]  # noqa: E731
+    fns = dict(student=_train_step(student, torch.optim.SGD(params(student), lr=1e-5,
+                                                            momentum=0.9), x, samples))
+
+    @torch.no_grad()
+    def teacher_forward():
+        teacher.bbox_head(teacher.extract_feat(x))
+
+    fns['teacher'] = teacher_forward
+    for method, distiller in distillers.items():
+        opt = torch.optim.SGD(params(distiller), lr=1e-5, momentum=0.9)
+        fns[method] = _train_step(distiller, opt, x, samples)
+    batch = None
+    if 'pgd' in distillers:
+        parts, batch = _pgd_parts(distillers['pgd'], x, samples)
+        fns.update(parts)
     load0 = os.getloadavg()[0]
     wall, cpu = interleaved(fns, args.repeats)
     load1 = os.getloadavg()[0]
     t = {n: (statistics.median(wall[n]), statistics.median(cpu[n])) for n in fns}
-    (rw, rw_round), (rc, rc_round) = step_ratios(wall, cpu)
-    n_pts = sum(h * w for h, w in batch.level_sizes)
-    n_gt = int(batch.gt_valid.sum())
-    print(f'\n{det.upper()}: B={args.batch}, {args.size}x{args.size}, N={n_pts} locations, '
-          f'{n_gt} GTs, PGDLoss(k={pgd_loss.k}, alpha={pgd_loss.alpha}, '
-          f'branches={pgd_loss.branches}); threads={torch.get_num_threads()}; '
-          f'loadavg(1 min) {load0:.1f} -> {load1:.1f}')
+    print(f'\n{det.upper()}: B={args.batch}, {args.size}x{args.size}, methods {methods}; '
+          f'threads={torch.get_num_threads()}; loadavg(1 min) {load0:.1f} -> {load1:.1f}')
+    if batch is not None:
+        pgd_loss = distillers['pgd'].distill_losses['pgd']
+        print(f'  N={sum(h * w for h, w in batch.level_sizes)} locations, '
+              f'{int(batch.gt_valid.sum())} GTs, PGDLoss({pgd_loss.extra_repr()})')
     for name, (w, c) in t.items():
         print(f'  {name:18s} wall {w * 1e3:8.1f} ms   cpu {c * 1e3:8.1f} ms')
-    over_w = t['pgd'][0] - t['student'][0] - t['teacher'][0]
-    print(f'  ratio t(pgd) / (t(student) + t(teacher)) (target <= {TARGET_RATIO:.2f}): '
-          f'wall {rw:.3f} (median per round {rw_round:.3f}), cpu {rc:.3f} (per round '
-          f'{rc_round:.3f}); overhead {over_w * 1e3:.1f} ms wall, of which PGD loss fwd+bwd '
-          f'{t["pgd_loss_fwd_bwd"][0] * 1e3:.1f} ms (PGW {t["pgw"][0] * 1e3:.1f} ms)')
-    return det, (rw, rw_round, rc, rc_round), t
+    ratios = {}
+    for method in methods:
+        (rw, rw_round), (rc, rc_round) = step_ratios(wall, cpu, method)
+        ratios[method] = (rw, rw_round, rc, rc_round)
+        over_w = t[method][0] - t['student'][0] - t['teacher'][0]
+        print(f'  ratio t({method}) / (t(student) + t(teacher)): wall {rw:.3f} (median per '
+              f'round {rw_round:.3f}), cpu {rc:.3f} (per round {rc_round:.3f}); overhead '
+              f'{over_w * 1e3:.1f} ms wall')
+    return det, ratios, t
 
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument('--detectors', default='atss,fcos,gfl')
+    ap.add_argument('--detectors', default='atss,fcos,gfl,ddod,autoassign')
+    ap.add_argument('--methods', default='pgd,fgd,fgfi,defeat,frs,fkd',
+                    help='feature-imitation methods to time (each is one distiller)')
     ap.add_argument('--repeats', type=int, default=15)
     ap.add_argument('--threads', type=int, default=0, help='torch threads (0: torch default)')
     ap.add_argument('--batch', type=int, default=8)
@@ -208,15 +224,20 @@ def main():
     print(f'torch={torch.__version__} threads={torch.get_num_threads()} cpus={os.cpu_count()} '
           f'loadavg={os.getloadavg()} repeats={args.repeats} (medians, interleaved)')
     results = [bench_detector(det, args) for det in args.detectors.split(',')]
-    print('\nsummary: t(PGD step) / (t(student step) + t(teacher forward)), target <= '
+    print('\nsummary: t(method step) / (t(student step) + t(teacher forward)); PGD target <= '
           f'{TARGET_RATIO:.2f}')
-    for det, rs, t in results:
-        verdict = ('MEETS' if max(rs) <= TARGET_RATIO else
-                   'MISSES' if min(rs) > TARGET_RATIO else 'BORDERLINE')
-        print(f'  {det:6s} wall {rs[0]:.3f} (per round {rs[1]:.3f})  cpu {rs[2]:.3f} (per round '
-              f'{rs[3]:.3f})  {verdict};  PGW {t["pgw"][0] * 1e3:.1f} ms, PGD loss fwd+bwd '
-              f'{t["pgd_loss_fwd_bwd"][0] * 1e3:.1f} ms, student step '
-              f'{t["student"][0] * 1e3:.0f} ms, teacher fwd {t["teacher"][0] * 1e3:.0f} ms')
+    for det, ratios, t in results:
+        for method, rs in ratios.items():
+            verdict = ''
+            if method == 'pgd':
+                verdict = ('  MEETS' if max(rs) <= TARGET_RATIO else
+                           '  MISSES' if min(rs) > TARGET_RATIO else '  BORDERLINE')
+            print(f'  {det:10s} {method:7s} wall {rs[0]:.3f} (per round {rs[1]:.3f})  cpu '
+                  f'{rs[2]:.3f} (per round {rs[3]:.3f}){verdict}')
+        if 'pgw' in t:
+            print(f'  {det:10s} PGW {t["pgw"][0] * 1e3:.1f} ms, PGD loss fwd+bwd '
+                  f'{t["pgd_loss_fwd_bwd"][0] * 1e3:.1f} ms, student step '
+                  f'{t["student"][0] * 1e3:.0f} ms, teacher fwd {t["teacher"][0] * 1e3:.0f} ms')
 
 
 if __name__ == '__main__':
