@@ -64,6 +64,23 @@ def build(det, variant, teacher_ckpt):
     return model
 
 
+def attention_support(model, x):
+    """(H, W, support with the channel mean, support with the channel sum) per level of the
+    teacher's captured cls-tower features."""
+    from pgd.distill.attention import spatial_attention
+    with torch.no_grad():
+        model._run_teacher(x)
+        out = []
+        for feat in model._t_capture.cls:
+            sup = []
+            for reduce in ('mean', 'sum'):
+                q = spatial_attention(feat, 0.8, reduce).flatten(1)
+                q = q / q.sum(dim=1, keepdim=True)
+                sup.append(float((1.0 / (q * q).sum(dim=1)).mean()))
+            out.append((feat.shape[2], feat.shape[3], *sup))
+    return out
+
+
 def grad_norm(term, params):
     grads = torch.autograd.grad(term, params, retain_graph=True, allow_unused=True)
     sq = sum(float(g.pow(2).sum()) for g in grads if g is not None)
@@ -76,8 +93,11 @@ def main(argv=None):
     p.add_argument('--detectors', default='atss,fcos')
     p.add_argument('--batch', type=int, default=4)
     p.add_argument('--size', type=int, default=128)
-    p.add_argument('--teacher-ckpt', default=None)
+    p.add_argument('--teacher-ckpt', default=None,
+                   help='trained weights of the teacher of the one detector given')
     args = p.parse_args(argv)
+    if args.teacher_ckpt and ',' in args.detectors:
+        p.error('--teacher-ckpt holds one detector\'s teacher: give one --detectors value')
     from mmengine.logging import MMLogger
     MMLogger.get_instance('pgd_loss_magnitudes', log_level='WARNING')   # the current logger
     register_all()
@@ -99,6 +119,10 @@ def main(argv=None):
                                                      grad_norm(losses[key], params))
         print(f'\n{det.upper()} mini, {args.batch} synthetic images of {args.size} px, '
               f'teacher {"trained" if args.teacher_ckpt else "randomly initialised"}')
+        print('effective support of the teacher spatial attention P (participation ratio, '
+              'cls tower, per level): ' + '; '.join(
+                  f'P{3 + lvl} {h * w} locations: mean {mean:.1f}, sum {total:.1f}'
+                  for lvl, (h, w, mean, total) in enumerate(attention_support(model, x))))
         print(f'{"term":<20} {"paper: value":>13} {"|grad|":>10} {"official: value":>16} '
               f'{"|grad|":>10}')
         for key, by in rows.items():
