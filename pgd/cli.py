@@ -26,6 +26,7 @@ COMMANDS = {
     'claims': ('pgd.analysis.claims', "check the paper's quantitative claims on the runs"),
     'mask-out': ('pgd.analysis.mask_out', 'Fig. 3: AP after masking the top-X%% quality predictions'),
     'analyse-quality': ('pgd.analysis.quality_maps', 'Fig. 2: teacher quality heat-maps'),
+    'geometry': ('pgd.analysis.geometry', 'locations covered per GT box (PGW top-K premise)'),
 }
 
 
