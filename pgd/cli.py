@@ -27,6 +27,7 @@ COMMANDS = {
     'mask-out': ('pgd.analysis.mask_out', 'Fig. 3: AP after masking the top-X%% quality predictions'),
     'analyse-quality': ('pgd.analysis.quality_maps', 'Fig. 2: teacher quality heat-maps'),
     'geometry': ('pgd.analysis.geometry', 'locations covered per GT box (PGW top-K premise)'),
+    'regime': ('pgd.analysis.regime', "premise gates: can this scale test the paper's claims"),
 }
 
 
