@@ -1,14 +1,17 @@
 # Two commands for a fresh machine (see README):
 #   make reproduce   -- install everything, then run the default mini reproduction (CPU)
 #   make test        -- install everything, then run the test suite
+#   make estimate    -- jobs, CPU hours and wall time of `make reproduce` before running it
+#   make publish-reference SCALE=mini -- results/mini -> results/reference/mini (then commit)
 PYTHON ?= python3.11
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip
 STAMP  := $(VENV)/.pgd-installed
 CORES  ?= all
+SCALE  ?= mini
 
-.PHONY: setup test reproduce smoke clean-venv
+.PHONY: setup test reproduce smoke estimate publish-reference clean-venv
 
 setup: $(STAMP)
 
@@ -35,6 +38,12 @@ reproduce: setup
 
 smoke: setup
 	$(VENV)/bin/snakemake --cores $(CORES) --config scale=smoke
+
+estimate: setup
+	$(PY) -m pgd estimate --scale $(SCALE) --cores $$( [ "$(CORES)" = all ] && nproc || echo $(CORES) )
+
+publish-reference: setup
+	$(PY) -m pgd publish-reference --scale $(SCALE)
 
 clean-venv:
 	rm -rf $(VENV)

@@ -17,6 +17,8 @@ COMMANDS = {
     'make-data': ('pgd.data.make_data', 'write a SYNTHETIC COCO-format dataset'),
     'split-holdout': ('pgd.data.holdout', 'hold out part of a dataset\'s TRAIN images for tuning'),
     'convert-crowdhuman': ('pgd.data.crowdhuman', 'convert CrowdHuman .odgt to COCO json'),
+    'check-data': ('pgd.data.check', 'check a COCO split (boxes, ids, image files); refuse or '
+                   '--repair'),
     'train': ('pgd.engine.train', 'train a detector or a distillation run (MMEngine Runner)'),
     'distill': ('pgd.engine.distill', 'train a student with a distillation method'),
     'test': ('pgd.engine.test', 'evaluate a checkpoint, write metrics JSON with provenance'),
@@ -28,6 +30,11 @@ COMMANDS = {
     'analyse-quality': ('pgd.analysis.quality_maps', 'Fig. 2: teacher quality heat-maps'),
     'geometry': ('pgd.analysis.geometry', 'locations covered per GT box (PGW top-K premise)'),
     'regime': ('pgd.analysis.regime', "premise gates: can this scale test the paper's claims"),
+    'pretrain-backbone': ('pgd.pretrain.cli', 'synthetic pretraining: the ImageNet stand-in'),
+    'training-log': ('pgd.engine.training_log', "a run's training scalars as compact JSON"),
+    'check-reproduction': ('pgd.reproduce.check', 'compare a run with the committed reference'),
+    'publish-reference': ('pgd.reproduce.publish', 'copy a finished run into results/reference/'),
+    'estimate': ('pgd.reproduce.estimate', 'jobs, CPU/GPU hours and wall time before running'),
 }
 
 
@@ -44,10 +51,40 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     return parser
 
 
+_KEY_VALUE_OPTIONS = ('--cfg-options', '--loss-options', '--run-info')
+
+
+def _is_bad_key_value(item: str, argv: list) -> bool:
+    """``item`` follows a KEY=VALUE option (before the next ``--flag``) and has no '='."""
+    i = argv.index(item)
+    for prev in reversed(argv[:i]):
+        if prev.startswith('--'):
+            return prev in _KEY_VALUE_OPTIONS and '=' not in item
+    return False
+
+
+def check_common_arguments(args) -> None:
+    """Values argparse lets through but that fail deep inside a run: a seed must be a valid
+    numpy/torch seed (0 <= seed < 2**32); otherwise training dies after building the model."""
+    seed = getattr(args, 'seed', None)
+    if seed is not None and not 0 <= seed < 2 ** 32:
+        raise UserError(f'--seed must be an integer in [0, 2**32 - 1], got {seed}')
+
+
 def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     command = next((a for a in argv if not a.startswith('-')), None)
-    args = build_parser(command).parse_args(argv)
+    try:
+        args = build_parser(command).parse_args(argv)
+        check_common_arguments(args)
+    except UserError as exc:
+        print(f'error: {exc}', file=sys.stderr)
+        return 2
+    except ValueError:  # mmengine's DictAction on an item without '='
+        bad = next((a for a in argv if _is_bad_key_value(a, argv)), None)
+        print(f'error: --cfg-options / --loss-options / --run-info take KEY=VALUE items, got '
+              f'{bad!r}', file=sys.stderr)
+        return 2
     module = importlib.import_module(args._module)
     try:
         return int(module.run(args) or 0)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import hashlib
+import os
 import platform
 import subprocess
 from importlib import metadata
@@ -37,6 +38,22 @@ def repo_relative(path) -> str:
         return Path(path).resolve().relative_to(REPO_ROOT).as_posix()
     except ValueError:
         return str(path)
+
+
+def portable_path(path, base=None) -> str:
+    """``path`` as a relative path for a result file: relative to the checkout when inside
+    it, else relative to ``base`` (the data root for an annotation file, the metrics file's
+    folder for a checkpoint). Never absolute: provenance must not name the machine (user
+    names, scratch mounts) and must stay valid when the results are moved or shared."""
+    p = Path(os.path.abspath(path))
+    for root in (REPO_ROOT, base):
+        if root is None:
+            continue
+        try:
+            return p.relative_to(Path(os.path.abspath(root))).as_posix()
+        except ValueError:
+            pass
+    return Path(os.path.relpath(p, os.path.abspath(base or REPO_ROOT))).as_posix()
 
 
 def file_sha256(path) -> str:

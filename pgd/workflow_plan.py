@@ -121,6 +121,40 @@ def validate_config(config: dict, schema_path=SCHEMA_PATH) -> dict:
     return config
 
 
+def check_method_option_keys(config: Mapping) -> None:
+    """Every loss option of the config must be one its method reads, with a value the
+    schema allows (:func:`pgd.method_options.check_method_options`, the rules ``pgd distill``
+    applies): a misspelt key (``kk: 9``) would otherwise become a run of its own that trains
+    exactly the default. Checked at plan time, before any job starts; one-line
+    :class:`ConfigError` naming the key path and the method's known options."""
+    from pgd.errors import UserError
+    from pgd.method_options import check_method_options
+
+    def check(method: str, options: Mapping, key: str) -> None:
+        for opt, value in (options or {}).items():
+            try:
+                check_method_options(method, {opt: value})
+            except UserError as exc:
+                raise ConfigError(f"{key}.{opt}: {exc}") from None
+
+    for method, opts in (config.get("method_defaults") or {}).items():
+        check(method, opts, f"method_defaults.{method}")
+    for det, per_method in (config.get("detector_method_defaults") or {}).items():
+        for method, opts in (per_method or {}).items():
+            check(method, opts, f"detector_method_defaults.{det}.{method}")
+    for tid, table in (config.get("tables") or {}).items():
+        ablation = (table or {}).get("ablation")
+        if not ablation:
+            continue
+        method = ablation.get("method", "pgd")
+        key = f"tables.{tid}.ablation"
+        for label, opts in (ablation.get("variants") or {}).items():
+            check(method, opts, f"{key}.variants.{label}")
+        for opt, values in (ablation.get("sweep") or {}).items():
+            for v in values:
+                check(method, {opt: v}, f"{key}.sweep")
+
+
 # ----------------------------------------------------------------------------- helpers
 
 def format_value(value) -> str:
@@ -288,6 +322,7 @@ class Plan:
                  validated: bool = False):
         if not validated:
             config = validate_config(copy.deepcopy(dict(config)))
+        check_method_option_keys(config)
         self.config = config
         self.scale: str = config["scale"]
         self.config_dir: str = config["config_dir"]
@@ -664,20 +699,32 @@ def tag_metrics(src, dst, run_info: Mapping) -> dict:
 
 
 def guard_workdir(workdir, fp: str) -> bool:
-    """Make ``pgd train``'s automatic resume safe: if ``workdir`` holds checkpoints of a run
-    with other parameters (fingerprint differs), delete them. Returns True if it cleaned."""
+    """Make ``pgd train``'s automatic resume safe: if ``workdir`` holds the files of a run with
+    other parameters (fingerprint differs), move them aside into
+    ``superseded-<old fingerprint>/``. Returns True if it moved anything.
+
+    Nothing is deleted here: the new run may still crash at once (a misspelt option), and the
+    old model must then stay recoverable. ``pgd train`` deletes the superseded folders once
+    the new run has written its first checkpoint or finished
+    (:func:`pgd.engine.workdir.drop_superseded`). Files set aside earlier for exactly the
+    parameters now asked for are moved back, so the run resumes (or is already done)."""
+    from pgd.engine.workdir import move_run_state, restore_superseded, superseded_dir
     wd = Path(workdir)
     wd.mkdir(parents=True, exist_ok=True)
     stamp = wd / FINGERPRINT_FILE
-    cleaned = False
-    if stamp.is_file() and stamp.read_text().strip() != fp:
-        for p in list(wd.glob("*.pth")) + [wd / "last_checkpoint"]:
-            if p.is_file():
-                p.unlink()
-                cleaned = True
-        print(f"[workflow] {wd}: parameters changed, removed stale checkpoints", flush=True)
+    old = stamp.read_text().strip() if stamp.is_file() else None
+    moved = False
+    if old is not None and old != fp:
+        moved = move_run_state(wd, superseded_dir(wd, old))
+        if moved:
+            print(f"[workflow] {wd}: parameters changed, the previous run's checkpoints moved "
+                  f"to {superseded_dir(wd, old).name}/ (deleted once the new run has "
+                  f"written a checkpoint)", flush=True)
+        if restore_superseded(wd, fp):
+            print(f"[workflow] {wd}: restored the checkpoints of a run with these parameters "
+                  f"from {superseded_dir(wd, fp).name}/", flush=True)
     stamp.write_text(fp + "\n")
-    return cleaned
+    return moved
 
 
 def check_data(root, required: Sequence[str], out) -> None:
@@ -690,7 +737,27 @@ def check_data(root, required: Sequence[str], out) -> None:
     missing = [r for r in required if not (rootp / r).exists()]
     if missing:
         raise SystemExit(f"error: dataset root {root} lacks {', '.join(missing)}")
+    from pgd.data.check import require_clean
+    from pgd.errors import UserError
+    folders = [rootp / r for r in required if (rootp / r).is_dir()] or [rootp]
+    for ann in [rootp / r for r in required if r.endswith(".json")]:
+        try:  # the `pgd check-data` of every annotation file, as pgd train/test repeat it
+            require_clean(ann, _images_folder(ann, folders))
+        except UserError as exc:
+            raise SystemExit(f"error: {exc}") from None
     atomic_write_json(out, {"root": str(rootp.resolve()), "required": list(required)})
+
+
+def _images_folder(ann: Path, folders: Sequence[Path]) -> Path:
+    """The required folder holding the first image of ``ann`` (COCO: ``train2017/`` for
+    ``instances_train2017.json``; CrowdHuman: ``Images/``); the first folder if none does
+    (the check then reports the images as missing)."""
+    try:
+        with open(ann, "r", encoding="utf-8") as fh:
+            first = (json.load(fh).get("images") or [{}])[0].get("file_name", "")
+    except (OSError, ValueError, AttributeError, IndexError):
+        return folders[0]
+    return next((f for f in folders if first and (f / first).is_file()), folders[0])
 
 
 def write_summary(out, tables: Sequence, claims: Optional[str], figures: Sequence,

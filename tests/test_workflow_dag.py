@@ -24,7 +24,7 @@ SCALES = {"mini": REPO / "config" / "config.yaml", "smoke": REPO / "config" / "s
           "paper": REPO / "config" / "paper.yaml"}
 ALL_RULES = {"make_data", "check_data", "train_teacher", "train_student", "distill",
              "distill_teacher_free", "evaluate", "tag_metrics", "mask_out", "quality_maps",
-             "table", "figures", "claims", "summary", "all"}
+             "table", "figures", "claims", "summary", "reproduction", "all"}
 K45_RUN = "distill/shapes/atss_r18_student/r34_teacher/pgd/k=45/seed0"
 
 
@@ -74,7 +74,7 @@ def expected_stats(plan: wp.Plan) -> Counter:
                    "evaluate": c["evaluate"], "tag_metrics": c["tag"], "table": c["tables"],
                    "mask_out": c["mask_out"], "quality_maps": c["quality_maps"],
                    "figures": 1 if plan.figure_stems() else 0,
-                   "claims": 1, "summary": 1, "all": 1})
+                   "claims": 1, "summary": 1, "reproduction": 1, "all": 1})
     return +exp  # drop zero counts
 
 
@@ -422,4 +422,5 @@ def test_ablation_reruns_only_affected_jobs(tmp_path):
     assert res.returncode == 0, res.stderr[-3000:]
     stats = dry_run(tmp_path, "--configfile", SCALES["smoke"], FIXTURE)
     assert stats == Counter({"distill": 1, "evaluate": 1, "tag_metrics": 1, "table": 1,
-                             "figures": 1, "claims": 1, "summary": 1, "all": 1})
+                             "figures": 1, "claims": 1, "summary": 1, "reproduction": 1,
+                             "all": 1})

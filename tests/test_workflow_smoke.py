@@ -76,3 +76,61 @@ def test_rerun_has_nothing_to_do_and_report_builds(smoke_run):
                          timeout=600)
     assert res.returncode == 0, res.stdout[-3000:]
     assert report.stat().st_size > 100_000
+
+
+# ----------------------------------------------------------------------------- reproduction
+
+def test_reproduction_check_agrees_with_the_committed_smoke_reference(smoke_run):
+    """The DAG ends with a comparison against results/reference/smoke/ (committed, made by
+    `pgd publish-reference --scale smoke` from a smoke run): a rerun reproduces it."""
+    import json
+    work, _ = smoke_run
+    out = work / 'results' / 'smoke'
+    rep = json.loads((out / 'reproduction.json').read_text())
+    assert rep['reference'] == 'results/reference/smoke'
+    assert rep['verdict'] == 'agrees', [
+        (c['table'], c['detector'], c['setting'], c['metric'], c['delta'])
+        for c in rep['differing']]
+    tables = {c['table'] for c in rep['cells']}
+    assert set(TABLES) <= tables and len(rep['cells']) >= 50
+    text = (out / 'reproduction.md').read_text()
+    assert '**Verdict: agrees**' in text and 'SYNTHETIC' in text
+    assert str(work) not in text and str(REPO) not in text  # no machine paths
+
+
+def test_perturbed_reference_is_reported_as_differing(smoke_run, tmp_path):
+    import json
+    import shutil
+    work, _ = smoke_run
+    ref = tmp_path / 'reference'
+    shutil.copytree(REPO / 'results' / 'reference' / 'smoke', ref)
+    row = ref / 'metrics' / 'table1' / 'atss' / 'pgd' / 'seed0.json'
+    doc = json.loads(row.read_text())
+    doc['metrics']['AP'] = doc['metrics']['AP'] + 40.0
+    row.write_text(json.dumps(doc))
+    res = subprocess.run([sys.executable, '-m', 'pgd', 'check-reproduction', '--results',
+                          str(work / 'results' / 'smoke'), '--reference', str(ref),
+                          '--out', str(tmp_path / 'r.md'), '--json', str(tmp_path / 'r.json'),
+                          '--fail-on-differ'],
+                         cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 1, res.stdout + res.stderr
+    rep = json.loads((tmp_path / 'r.json').read_text())
+    assert rep['verdict'] == 'differs'
+    assert [(c['table'], c['detector'], c['setting'], c['metric']) for c in rep['differing']] \
+        == [('table1', 'atss', 'pgd', 'AP')]
+    assert 'table1 / atss / pgd / AP' in (tmp_path / 'r.md').read_text()
+
+
+def test_training_logs_are_published_and_job_logs_show_eta(smoke_run):
+    import json
+    work, _ = smoke_run
+    runs = work / 'results' / 'smoke' / 'runs'
+    ckpts = list(runs.rglob('final.pth'))
+    assert ckpts
+    for ck in ckpts:
+        log = json.loads((ck.parent / 'training_log.json').read_text())
+        assert log['train'], ck
+        assert all('loss' in e and 'lr' in e for e in log['train'])
+        assert (ck.parent / 'training_log.json').stat().st_size < 200_000
+    teacher_log = work / 'logs' / 'smoke' / 'teacher' / 'shapes' / 'atss_r34_teacher' / 'seed0.log'
+    assert 'eta:' in teacher_log.read_text()

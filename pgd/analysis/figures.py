@@ -15,6 +15,8 @@ the figures named by ``pgd.workflow_plan.FIGURES``:
 The paper's curves share the axis with the measured ones when their levels are comparable;
 otherwise (synthetic data, mini networks) they go to a right-hand axis labelled as the paper's,
 so neither is squashed. Titles say "SYNTHETIC data" when any input run is synthetic.
+A table row with a diverged run (``pgd.tables.build.failure_reason``) is left out of every
+figure, with a printed line naming the run.
 """
 from __future__ import annotations
 
@@ -340,10 +342,13 @@ def make_figures(metrics: List[str], mask_out: List[str], out_dir) -> Dict[str, 
     from pgd.tables.build import MetricsFileError, load_runs
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    from pgd.tables.build import describe_diverged
     try:
-        df = load_runs(metrics)
+        df = load_runs(metrics)  # without the rows of diverged runs
     except MetricsFileError as exc:
         raise UserError(str(exc)) from None
+    for run in df.attrs.get('diverged', []):
+        print(f'[pgd figures] left out, diverged: {describe_diverged(run)}', flush=True)
     synthetic = bool(df['synthetic'].any()) if not df.empty else False
     docs = load_mask_out(mask_out)
     written: Dict[str, List[Path]] = {}
@@ -359,14 +364,24 @@ def make_figures(metrics: List[str], mask_out: List[str], out_dir) -> Dict[str, 
     return written
 
 
+def placeholder_figure(out_dir: Path, stem: str, reason: str) -> List[Path]:
+    """A figure that says why it has no curves (e.g. every run it plots diverged), so the
+    workflow's outputs always exist and nobody mistakes an empty plot for a result."""
+    fig, ax = _plt().subplots(figsize=(6, 2))
+    ax.axis('off')
+    ax.text(0.5, 0.5, f'{stem}: no data\n{reason}', ha='center', va='center', wrap=True)
+    return _save(fig, Path(out_dir), stem)
+
+
 def run(args) -> int:
     if not args.metrics and not args.mask_out:
         raise UserError('give --metrics and/or --mask-out files')
     written = make_figures(list(args.metrics), list(args.mask_out), args.out_dir)
-    if not written:
-        raise UserError('no figure data in the inputs (needs Table 1/6a/6b rows or mask-out '
-                        'results)')
     for stem in STEMS:
-        state = 'written' if stem in written else 'no data, skipped'
-        print(f'[pgd figures] {stem}: {state}', flush=True)
+        if stem in written:
+            print(f'[pgd figures] {stem}: written', flush=True)
+            continue
+        placeholder_figure(args.out_dir, stem, 'the inputs have no finite measurements for it '
+                           '(rows missing, or every run diverged / made no detections)')
+        print(f'[pgd figures] {stem}: no data, placeholder written', flush=True)
     return 0

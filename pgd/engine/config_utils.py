@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 
 from pgd.errors import UserError
@@ -21,19 +22,38 @@ def known_config_names(root: Path = CONFIG_ROOT) -> list:
                   for p in root.glob('*/*.py') if not p.parent.name.startswith('_'))
 
 
+#: a config *name*: folder/file stems under the config root, no ``..``, not absolute.
+CONFIG_NAME_RE = re.compile(r'^[A-Za-z0-9_][A-Za-z0-9_.-]*(/[A-Za-z0-9_][A-Za-z0-9_.-]*)*$')
+
+
 def resolve_config(name_or_path: str, root: Path | None = None) -> Path:
-    """A config file path, or a name such as ``mini/atss_r18_student`` under ``root``
-    (config/detectors by default)."""
+    """The config file of ``name_or_path``.
+
+    * an existing file whose name ends in ``.py`` is used as given: the user passed a path
+      on purpose (e.g. ``config/detectors/mini/atss_r18_student.py`` or ``../my_cfg.py``);
+    * anything else is a *name* such as ``mini/atss_r18_student`` and resolves only inside
+      ``root`` (config/detectors by default). A name with ``..``, an absolute path or a
+      name that would leave ``root`` is refused, so a typo or a crafted name can never
+      execute a Python file outside the config folders."""
     root = Path(root) if root is not None else CONFIG_ROOT
-    path = Path(name_or_path)
-    if path.is_file():
-        return path
-    candidate = root / f'{name_or_path}.py'
-    if candidate.is_file():
+    text = str(name_or_path)
+    path = Path(text)
+    if text.endswith('.py'):
+        if path.is_file():
+            return path
+        raise UserError(f'config file not found: {text} (a path must be an existing .py file; '
+                        f'a name such as mini/atss_r18_student has no .py)')
+    if not CONFIG_NAME_RE.match(text) or '..' in text.split('/'):
+        raise UserError(f"bad detector/config name '{text}': a name such as "
+                        f"mini/atss_r18_student resolves only under config/detectors/ (no "
+                        f"'..', not absolute); to use another file pass an existing path "
+                        f"ending in .py")
+    candidate = root / f'{text}.py'
+    if candidate.is_file() and candidate.resolve().is_relative_to(root.resolve()):
         return candidate
     names = known_config_names(root)
     detectors = sorted({n.split('/')[-1].split('_')[0] for n in names})
-    raise UserError(f"unknown detector/config '{name_or_path}': not a file and not one of "
+    raise UserError(f"unknown detector/config '{text}': not a .py file and not one of "
                     f"config/detectors/<scale>/<name> (detectors: {', '.join(detectors)}; "
                     f"e.g. {names[0] if names else 'mini/atss_r18_student'})")
 
@@ -105,12 +125,44 @@ def check_annotation_file(path: Path) -> None:
         raise UserError(f'corrupt annotation file {path}: not COCO JSON ({exc})') from None
 
 
+def check_split_data(cfg, loader_key: str) -> None:
+    """Refuse a split of ``cfg`` with bad data (``pgd.data.check``): the same check for
+    train, val and test, before any model is built, so nothing is dropped silently in
+    training and still counted by the evaluation."""
+    from pgd.data.check import require_clean
+    ds = cfg[loader_key]['dataset']
+    root = Path(ds.get('data_root') or '')
+    images = root / ((ds.get('data_prefix') or {}).get('img') or '')
+    classes = (ds.get('metainfo') or {}).get('classes')
+    require_clean(root / ds['ann_file'], images, classes)
+
+
+def check_writable(directory) -> Path:
+    """Create ``directory`` if needed and prove a file can be written there (create and
+    remove a temporary file), so a read-only, full or impossible output location stops the
+    command before hours of training or evaluation, not after."""
+    import tempfile
+    path = Path(directory)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path, prefix='.pgd-write-test-') as fh:
+            fh.write(b'x')
+            fh.flush()
+    except OSError as exc:
+        raise UserError(f'cannot write to output folder {path}: '
+                        f'{exc.strerror or exc}') from None
+    return path
+
+
 def dataset_info(cfg) -> dict:
     """Name of the dataset a config uses and whether it is SYNTHETIC (stamped in results)."""
+    from pgd.provenance import portable_path
+    val = cfg['val_dataloader']['dataset'] if 'val_dataloader' in cfg else None
     return {'name': cfg.get('dataset_name', 'unknown'),
             'synthetic': bool(cfg.get('dataset_is_synthetic', False)),
-            'val_ann_file': str(annotation_path(cfg, 'val_dataloader'))
-            if 'val_dataloader' in cfg else None}
+            # repo-relative, or relative to the data root: never a machine's absolute path
+            'val_ann_file': portable_path(annotation_path(cfg, 'val_dataloader'),
+                                          val.get('data_root') or '.') if val else None}
 
 
 def select_device(requested: str) -> str:

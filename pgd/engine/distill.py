@@ -29,10 +29,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     from mmengine.config import DictAction
 
     from pgd.engine.train import add_common_arguments
-    p.add_argument('--student', required=True, help='student detector config (name or path)')
-    p.add_argument('--teacher', help='teacher detector config (name or path)')
+    p.add_argument('--student', required=True,
+                   help='student detector config: a name under config/detectors/ (e.g. '
+                   'mini/atss_r18_student; never leaves that folder) or an existing .py path')
+    p.add_argument('--teacher', help='teacher detector config (name or .py path, as --student)')
     p.add_argument('--teacher-ckpt', help='trained teacher weights (e.g. its final.pth)')
-    p.add_argument('--method', required=True, help=f'one of config/distill/*.py')
+    p.add_argument('--method', required=True,
+                   help='a method name, one of config/distill/<name>.py (a name, not a path)')
     p.add_argument('--loss-options', nargs='+', action=DictAction, default=None,
                    help='override the method hyper-parameters, e.g. k=15 alpha=0.05; '
                    'loss_scale=S multiplies all of the method\'s distillation losses')
@@ -53,12 +56,9 @@ def detector_name(model_cfg) -> str:
 def load_method(method: str):
     from mmengine.config import Config
 
-    from pgd.errors import UserError
-    path = METHOD_ROOT / f'{method}.py'
-    if not path.is_file():
-        raise UserError(f"unknown distillation method '{method}' "
-                        f"(known: {', '.join(known_methods())})")
-    return Config.fromfile(str(path))
+    from pgd.method_options import check_method_name
+    check_method_name(method)  # a plain name of config/distill/, never a path out of it
+    return Config.fromfile(str(METHOD_ROOT / f'{method}.py'))
 
 
 def method_losses(method_cfg, detector: str, loss_options: dict | None) -> dict:
@@ -104,6 +104,9 @@ def compose(args):
     from pgd.errors import UserError
     student_path, cfg = load_config(args.student)
     method_cfg = load_method(args.method)
+    # keys the method reads, values by the workflow schema's rules (pgd.method_options)
+    from pgd.method_options import check_method_options
+    check_method_options(args.method, args.loss_options)
     split_loss_scale(args)
     scale = args.loss_scale
     if args.method == 'ld':
@@ -200,7 +203,8 @@ def compose_ld(cfg, method_cfg, args):
 def run(args) -> int:
     from pgd.engine.train import train_config
     from pgd.io import atomic_write_text
+    from pgd.engine.config_utils import check_writable
     student_path, cfg = compose(args)
-    Path(args.work_dir).mkdir(parents=True, exist_ok=True)
+    check_writable(args.work_dir)  # before anything is built or written
     atomic_write_text(Path(args.work_dir) / 'distill_config.py', cfg.pretty_text)
     return train_config(cfg, args, f'{args.method} distillation of {student_path}')

@@ -11,6 +11,7 @@ _MODULES = (
     'pgd.distill.losses',
     'pgd.distill.lgd.detector',
     'pgd.distill.ld_vlr_head',
+    'pgd.pretrain.data', 'pgd.pretrain.model',
 )
 
 

@@ -3,18 +3,25 @@
 COCO metrics come from MMDetection's CocoMetric (pycocotools): AP, AP50, AP75, APS, APM, APL in
 percent. ``--crowd`` adds the CrowdHuman-protocol metrics (MR^-2, AP@0.5, JI) computed by
 ``pgd.evaluation.crowd_metrics`` from the same detections. The JSON is written atomically and
-carries provenance (config + hash, seed, git commit, versions, dataset marked synthetic/real).
+carries provenance (config + hash, seed, git commit, versions, dataset marked synthetic/real,
+and, for a ``final.pth`` of ``pgd train``, ``training``: whether and from which epochs the run
+was resumed).
+
+A checkpoint with NaN or infinite weights is not evaluated: its metrics are all None and the
+JSON says ``"diverged": true`` with the reason (tables show such a run as *diverged*).
 """
 from __future__ import annotations
 
 import argparse
 import json
 import os
+import sys
 import tempfile
 from pathlib import Path
 
 COCO_KEYS = {'AP': 'bbox_mAP', 'AP50': 'bbox_mAP_50', 'AP75': 'bbox_mAP_75',
              'APS': 'bbox_mAP_s', 'APM': 'bbox_mAP_m', 'APL': 'bbox_mAP_l'}
+CROWD_KEYS = ('MR', 'AP', 'JI')  # pgd.evaluation.crowd_metrics.evaluate_crowd
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -54,37 +61,41 @@ def check_checkpoint(path: Path) -> None:
         raise UserError(f'checkpoint is empty: {path}')
 
 
-def read_checkpoint_seed(path: Path):
+def read_checkpoint(path: Path):
+    """The checkpoint's contents (``meta``, ``state_dict``), or None if unreadable here (the
+    Runner then reports why when it loads it)."""
     import torch
     try:
-        meta = torch.load(path, map_location='cpu', weights_only=True).get('meta', {})
+        ckpt = torch.load(path, map_location='cpu', weights_only=True)
     except Exception:  # a checkpoint without readable meta still evaluates
         return None
-    return meta.get('seed')
+    return ckpt if isinstance(ckpt, dict) else None
 
 
-def run(args) -> int:
-    if args.device == 'cpu':
-        os.environ['CUDA_VISIBLE_DEVICES'] = ''
-    from pgd.engine.config_utils import (annotation_path, check_annotation_file, dataset_info,
-                                         load_config, retarget_data_root, select_device)
-    from pgd.engine.registry import register_all
-    from pgd.engine.safe_load import allow_mmengine_checkpoints
-    from pgd.io import atomic_write_json
-    from pgd.provenance import file_sha256, provenance
+def non_finite_tensors(state_dict) -> list:
+    """Names of the floating-point tensors holding a NaN or an infinity."""
+    import torch
+    return [name for name, t in (state_dict or {}).items()
+            if torch.is_tensor(t) and t.is_floating_point() and not bool(torch.isfinite(t).all())]
 
-    ckpt = Path(args.checkpoint)
-    check_checkpoint(ckpt)
-    path, cfg = load_config(args.config, args.cfg_options)
-    if args.data_root:
-        retarget_data_root(cfg, args.data_root)
-    check_annotation_file(annotation_path(cfg, 'test_dataloader'))
-    device = select_device(args.device)
-    allow_mmengine_checkpoints()
-    register_all()
-    seed = args.seed if args.seed is not None else read_checkpoint_seed(ckpt)
 
+def metric_names(crowd: bool) -> list:
+    return [*CROWD_KEYS, *(f'coco_{k}' for k in COCO_KEYS)] if crowd else list(COCO_KEYS)
+
+
+def diverged_reason(ckpt: dict | None):
+    """Why a checkpoint's model counts as diverged (non-finite weights), or None."""
+    bad = non_finite_tensors((ckpt or {}).get('state_dict'))
+    if not bad:
+        return None
+    return (f'non-finite weights in {len(bad)} tensor(s), e.g. {", ".join(bad[:3])}')
+
+
+def evaluate(cfg, ckpt: Path, crowd: bool):
+    """``(metrics, no_detections)`` of ``ckpt`` on the config's test set."""
     from mmengine.runner import Runner
+
+    from pgd.engine.config_utils import annotation_path
     with tempfile.TemporaryDirectory(prefix='pgd-test-') as tmp:
         cfg.work_dir = tmp
         cfg.load_from = str(ckpt)
@@ -101,22 +112,61 @@ def run(args) -> int:
             # CocoMetric returns nothing when the model output no box above score_thr; a
             # detector that detects nothing has recall 0, so every AP is 0 by definition.
             metrics = {k: 0.0 for k in COCO_KEYS}
-        if args.crowd:
+        if crowd:
             from pgd.evaluation.crowd_metrics import evaluate_crowd
             with open(os.path.join(tmp, 'dets.bbox.json')) as f:
                 dets = json.load(f)
-            crowd = evaluate_crowd(str(annotation_path(cfg, 'test_dataloader')), dets)
-            metrics = {**{k: round(float(v), 2) for k, v in crowd.items()},
+            scores = evaluate_crowd(str(annotation_path(cfg, 'test_dataloader')), dets)
+            metrics = {**{k: round(float(v), 2) for k, v in scores.items()},
                        **{f'coco_{k}': v for k, v in metrics.items()}}
+    return metrics, no_detections
+
+
+def run(args) -> int:
+    if args.device == 'cpu':
+        os.environ['CUDA_VISIBLE_DEVICES'] = ''
+    from pgd.engine.config_utils import (check_split_data, check_writable, dataset_info,
+                                         load_config, retarget_data_root, select_device)
+    from pgd.engine.registry import register_all
+    from pgd.engine.safe_load import allow_mmengine_checkpoints
+    from pgd.engine.workdir import training_history
+    from pgd.io import atomic_write_json
+    from pgd.provenance import file_sha256, portable_path, provenance
+
+    ckpt = Path(args.checkpoint)
+    check_checkpoint(ckpt)
+    path, cfg = load_config(args.config, args.cfg_options)
+    if args.data_root:
+        retarget_data_root(cfg, args.data_root)
+    check_split_data(cfg, 'test_dataloader')  # the same data check as training
+    check_writable(Path(args.out).resolve().parent)  # not after the whole evaluation
+    device = select_device(args.device)
+    allow_mmengine_checkpoints()
+    register_all()
+    contents = read_checkpoint(ckpt)
+    seed = args.seed if args.seed is not None else (contents or {}).get('meta', {}).get('seed')
+    diverged = diverged_reason(contents)
+    if diverged:
+        print(f'[pgd test] {ckpt}: {diverged}; not evaluated, metrics marked diverged',
+              file=sys.stderr, flush=True)
+        metrics, no_detections = {k: None for k in metric_names(args.crowd)}, False
+    else:
+        metrics, no_detections = evaluate(cfg, ckpt, args.crowd)
+    sha = file_sha256(ckpt)
+    history = training_history(ckpt, sha)
     result = {
         'metrics': metrics,
         'provenance': provenance(
             config_path=path, config_text=cfg.pretty_text, seed=seed,
-            dataset=dataset_info(cfg), device=device, checkpoint=str(ckpt),
-            checkpoint_sha256=file_sha256(ckpt)),
+            dataset=dataset_info(cfg), device=device,
+            checkpoint=portable_path(ckpt, Path(args.out).resolve().parent),
+            checkpoint_sha256=sha, **({'training': history} if history else {})),
         'run': dict(args.run_info or {}),
         'no_detections': no_detections,
+        'diverged': bool(diverged),
     }
+    if diverged:
+        result['diverged_reason'] = diverged
     atomic_write_json(args.out, result)
     print(f'[pgd test] {json.dumps(metrics)} -> {args.out}', flush=True)
     return 0

@@ -4,7 +4,13 @@
   rate follows the linear scaling rule from the config's ``auto_scale_lr.base_batch_size`` to
   the real total batch (world size x batch per GPU).
 * Resumes automatically from the last checkpoint in DIR (a killed or pre-empted job loses at
-  most one epoch), and is deterministic for a given ``--seed`` on CPU.
+  most one epoch); a checkpoint that does not load is skipped for the newest one that does.
+  Checkpoints are written atomically. Each start is recorded in ``DIR/resumes.json``.
+* Deterministic for a given ``--seed`` on CPU, resumed or not: every generator is re-seeded
+  from (seed, epoch) at each epoch start (``pgd.engine.runtime.EpochSeedHook``), so a run
+  killed and rerun ends with the same ``final.pth``, bit for bit, as an uninterrupted one.
+* A NaN or infinite loss stops the run with one line naming the iteration and the terms
+  (``FiniteLossHook``), exit code 2 and no ``final.pth``.
 * On success writes ``DIR/final.pth``: the trained detector's weights only (for a distillation
   run: the student, without the teacher), loadable as a plain MMDetection detector.
 """
@@ -39,24 +45,49 @@ def world_size() -> int:
 
 
 def settle_runtime(cfg, args):
-    """Seed, data root, device, launcher and resume; checks the annotation files exist."""
-    from pgd.engine.config_utils import (annotation_path, check_annotation_file,
-                                         retarget_data_root, select_device)
+    """Seed, data root, device, launcher and resume; checks the train/val data
+    (``pgd.data.check``, as ``pgd test`` does) and that the work dir is writable."""
+    from pgd.engine.config_utils import (check_split_data, check_writable, retarget_data_root,
+                                         select_device)
     if args.data_root:
         retarget_data_root(cfg, args.data_root)
     for key in ('train_dataloader', 'val_dataloader'):
         if key in cfg:
-            check_annotation_file(annotation_path(cfg, key))
+            check_split_data(cfg, key)
     device = select_device(args.device)
-    cfg.work_dir = str(Path(args.work_dir))
+    cfg.work_dir = str(check_writable(args.work_dir))
     # Bit-exact reruns on CPU; on GPU deterministic kernels cost too much speed for training.
     cfg.randomness = dict(seed=args.seed, deterministic=device == 'cpu')
     cfg.launcher = 'pytorch' if world_size() > 1 else 'none'
     cfg.env_cfg.dist_cfg = dict(backend='nccl' if device == 'cuda' else 'gloo')
     if world_size() > 1 and device == 'cpu':
         setup_cpu_ddp(cfg)
-    cfg.resume = (not args.no_resume) and (Path(cfg.work_dir) / 'last_checkpoint').is_file()
     return device
+
+
+def settle_resume(cfg, args):
+    """Point the Runner at the checkpoint to resume from (one that loads), or start afresh;
+    records the start in the work dir's resume note. Returns ``(checkpoint, meta)`` or None.
+
+    The checkpoint is passed explicitly (``load_from`` + ``resume``) instead of letting
+    MMEngine read ``last_checkpoint``, which it trusts blindly."""
+    from pgd.engine.workdir import (choose_resume_checkpoint, record_start,
+                                    remove_stale_temporaries)
+    work_dir = Path(cfg.work_dir)
+    announce = print if is_main_rank() else (lambda *_: None)
+    chosen = None if args.no_resume else choose_resume_checkpoint(work_dir, announce)
+    cfg.resume = chosen is not None
+    if chosen is not None:
+        cfg.load_from = str(chosen[0])
+    if is_main_rank():
+        work_dir.mkdir(parents=True, exist_ok=True)
+        remove_stale_temporaries(work_dir)
+        record_start(work_dir, chosen)
+    return chosen
+
+
+def is_main_rank() -> bool:
+    return int(os.environ.get('RANK', '0')) == 0
 
 
 def setup_cpu_ddp(cfg) -> None:
@@ -96,18 +127,27 @@ def train_config(cfg, args, label: str) -> int:
         # Hide GPUs before torch initialises CUDA so every component stays on the CPU.
         os.environ['CUDA_VISIBLE_DEVICES'] = ''
     device = settle_runtime(cfg, args)
-    from mmengine.runner import Runner
-
     from pgd.engine.registry import register_all
+    from pgd.engine.runtime import TRAINING_HOOKS, AtomicCheckpointRunner
     from pgd.engine.safe_load import allow_mmengine_checkpoints
+    from pgd.engine.workdir import FINAL, drop_superseded, record_final
+    from pgd.pretrain.check import check_pretrained
     allow_mmengine_checkpoints()
     register_all()
+    # MMEngine loads Pretrained backbones non-strictly: a wrong file would train a partly
+    # random backbone; stop with one line before anything is built
+    check_pretrained(cfg)
+    resumed = settle_resume(cfg, args)
+    cfg.custom_hooks = [*(cfg.get('custom_hooks') or []), *TRAINING_HOOKS]
     print(f'[pgd] training {label} on {device} (world size {world_size()}), seed {args.seed}, '
-          f'work dir {cfg.work_dir}' + (' -- resuming' if cfg.resume else ''), flush=True)
-    runner = Runner.from_cfg(cfg)
+          f'work dir {cfg.work_dir}' + (f' -- resuming from {Path(resumed[0]).name}'
+                                        if resumed else ''), flush=True)
+    runner = AtomicCheckpointRunner.from_cfg(cfg)
     runner.train()
     if runner.rank == 0:
-        final = export_final_weights(runner, Path(cfg.work_dir) / 'final.pth')
+        final = export_final_weights(runner, Path(cfg.work_dir) / FINAL)
+        record_final(Path(cfg.work_dir), final)
+        drop_superseded(Path(cfg.work_dir))
         print(f'[pgd] wrote {final}', flush=True)
     return 0
 

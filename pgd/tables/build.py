@@ -13,6 +13,12 @@ seeds) -> :func:`build_table` (paper layout, deltas, published values side by si
 :func:`write_table` (atomic ``.md``/``.tex``/``.csv``). :func:`build_all` chains them; the module
 is also a CLI: ``python -m pgd.tables.build --out DIR metrics1.json metrics2.json ...``.
 
+A run whose model diverged (``"diverged": true``: non-finite weights) or detected nothing
+(``"no_detections": true``) has no meaningful metrics: :func:`load_runs` keeps its row out of
+the numbers (every seed of that table row) and lists it in ``df.attrs["diverged"]``; the
+tables show the row's cells as ``diverged (seed s)``, the figures leave it out and the claim
+check excludes it from its comparisons and says so.
+
 Deltas are always ``mean(setting) - mean(student baseline of the same detector)``, with the sign
 as is (so MR improvements show as negative deltas, like the paper's ``(-1.7)``). The paper
 column's delta is computed the same way from the paper's own student row, never copied.
@@ -32,6 +38,7 @@ from pgd.io import atomic_write_text
 from pgd.tables.paper_values import load_paper_values
 
 MISSING = "\u2014"  # em dash
+DIVERGED = "diverged"
 PM = "\u00b1"
 COCO_METRICS = ("AP", "AP50", "AP75", "APS", "APM", "APL")
 CROWD_METRICS = ("MR", "AP", "JI")
@@ -130,7 +137,7 @@ def _validate(path: str, doc) -> None:
     bad = [k for k, v in metrics.items() if v is not None and not _is_number(v)]
     if bad:
         fail(f"non-numeric metric value(s) for {bad}")
-    if all(v is None for v in metrics.values()):
+    if all(v is None for v in metrics.values()) and not doc.get("diverged"):
         fail("every metric is undefined (None)")
     for key in RUN_KEYS:
         if key not in run:
@@ -147,14 +154,55 @@ def _validate(path: str, doc) -> None:
         fail("missing or non-boolean 'provenance.dataset.synthetic'")
 
 
+def failure_reason(doc: Mapping) -> Optional[str]:
+    """Why a run's metrics are not a measurement of a trained detector, or None: its model
+    diverged (``pgd test`` found non-finite weights), it detected nothing (every AP 0 by
+    definition, as a NaN model does), or a metric is NaN/infinite."""
+    if doc.get("diverged"):
+        return str(doc.get("diverged_reason") or "diverged")
+    if doc.get("no_detections"):
+        return "no detections"
+    if any(_is_number(v) and not math.isfinite(v) for v in doc["metrics"].values()):
+        return "non-finite metrics"
+    return None
+
+
+def describe_diverged(run: Mapping) -> str:
+    """One phrase naming a diverged run, e.g. ``table1 atss fgd seed 1 (no detections)``."""
+    return (f"{run['table']} {run['detector']} {run['setting']} seed {run['seed']} "
+            f"({run['reason']})")
+
+
+def diverged_rows(df: pd.DataFrame) -> Dict[tuple, List[dict]]:
+    """``(table, detector, setting) -> [diverged run, ...]`` from :func:`load_runs` output."""
+    out: Dict[tuple, List[dict]] = {}
+    for run in df.attrs.get("diverged", []):
+        out.setdefault((run["table"], run["detector"], run["setting"]), []).append(run)
+    return out
+
+
+def _drop_diverged(df: pd.DataFrame, diverged: List[dict]) -> pd.DataFrame:
+    """``df`` without any row (table, detector, setting) that has a diverged run: a mean over
+    the surviving seeds would hide the failure. The runs go to ``attrs["diverged"]``."""
+    bad = {(r["table"], r["detector"], r["setting"]) for r in diverged}
+    if bad and not df.empty:
+        keys = list(zip(df["table"], df["detector"], df["setting"]))
+        df = df[[k not in bad for k in keys]].reset_index(drop=True)
+    df.attrs["diverged"] = diverged
+    return df
+
+
 def load_runs(paths: Iterable) -> pd.DataFrame:
     """Read metrics files into a long DataFrame, one row per (run, metric).
 
     Columns: ``table, detector, student_backbone, setting, seed, metric, value, synthetic,
     dataset, git_commit, config, path``. Raises :class:`MetricsFileError` naming the file on
-    unreadable JSON, missing/ill-typed keys, or two files describing the same run.
+    unreadable JSON, missing/ill-typed keys, or two files describing the same run. Diverged
+    runs (:func:`failure_reason`) and the other seeds of their table row are left out and
+    listed in ``attrs["diverged"]`` (dicts with the run keys, ``reason`` and ``path``).
     """
     records: List[dict] = []
+    diverged: List[dict] = []
     seen: Dict[tuple, str] = {}
     for p in paths:
         path = str(p)
@@ -170,6 +218,12 @@ def load_runs(paths: Iterable) -> pd.DataFrame:
         if key in seen:
             raise MetricsFileError(f"{path}: same run {key} as {seen[key]}")
         seen[key] = path
+        reason = failure_reason(doc)
+        if reason:
+            diverged.append({"table": run["table"], "detector": run["detector"],
+                             "student_backbone": backbone, "setting": run["setting"],
+                             "seed": run["seed"], "reason": reason, "path": path})
+            continue
         for metric, value in doc["metrics"].items():
             if value is None:
                 continue
@@ -183,7 +237,7 @@ def load_runs(paths: Iterable) -> pd.DataFrame:
             })
     cols = GROUP_KEYS[:4] + ["seed", "metric", "value", "synthetic", "dataset", "git_commit",
                              "config", "path"]
-    return pd.DataFrame.from_records(records, columns=cols)
+    return _drop_diverged(pd.DataFrame.from_records(records, columns=cols), diverged)
 
 
 def _join(values) -> str:
@@ -198,7 +252,9 @@ def aggregate(df: pd.DataFrame) -> pd.DataFrame:
     """
     cols = GROUP_KEYS + ["mean", "std", "n", "seeds", "synthetic", "git_commits"]
     if df.empty:
-        return pd.DataFrame(columns=cols)
+        out = pd.DataFrame(columns=cols)
+        out.attrs["diverged"] = df.attrs.get("diverged", [])
+        return out
     g = df.groupby(GROUP_KEYS, dropna=False, sort=False)
     out = g.agg(mean=("value", "mean"), std=("value", "std"), n=("value", "size"),
                 seeds=("seed", lambda s: ",".join(str(x) for x in sorted(s))),
@@ -207,7 +263,9 @@ def aggregate(df: pd.DataFrame) -> pd.DataFrame:
     out.loc[out["n"] < 2, "std"] = float("nan")
     out["student_backbone"] = out["student_backbone"].astype(object).where(
         out["student_backbone"].notna(), None)
-    return out[cols]
+    out = out[cols]
+    out.attrs["diverged"] = df.attrs.get("diverged", [])
+    return out
 
 
 # ----------------------------------------------------------------------------- building
@@ -228,6 +286,11 @@ def _cell(mean, std, n, delta, decimals: int) -> str:
     if delta is not None:
         s += f" ({_signed(delta, decimals)})"
     return s
+
+
+def _diverged_cell(runs: Sequence[Mapping]) -> str:
+    seeds = sorted({int(r["seed"]) for r in runs})
+    return f"{DIVERGED} (seed{'s' if len(seeds) > 1 else ''} {','.join(map(str, seeds))})"
 
 
 def _measured_index(df_agg: pd.DataFrame) -> Dict[tuple, dict]:
@@ -306,15 +369,18 @@ def build_table(df_agg: pd.DataFrame, table_id: str, spec: Optional[TableSpec] =
     with ``"mean ± std (+delta)"`` (std only for n > 1, delta only outside ``spec.no_delta``
     and when the baseline was measured), and, if ``paper``,
     ``"<metric> (paper)"`` columns with the published value and its delta to the paper's own
-    student row. Missing cells are ``"—"``. ``attrs`` carries ``table_id``, ``synthetic``,
+    student row. Missing cells are ``"—"``; a row with a diverged run shows
+    ``"diverged (seed s)"`` in every measured cell (and gives no baseline for deltas). ``attrs`` carries ``table_id``, ``synthetic``,
     ``git_commits`` and ``seeds`` (n per row) for the writers.
     """
     spec = spec or default_spec(table_id)
     tables = (table_id,) + tuple(spec.baseline_tables)
     measured = _measured_index(df_agg)
+    diverged = diverged_rows(df_agg)
     papers = _paper_index() if paper else {}
     rows = _with_extra_rows(list(spec.rows),
-                            sorted({(d, s) for (t, d, s) in measured if t == table_id}))
+                            sorted({(d, s) for (t, d, s) in [*measured, *diverged]
+                                    if t == table_id}))
     labels = {**SETTING_LABELS, **spec.setting_labels}
 
     out, commits, seeds_n, synthetic = [], set(), [], False
@@ -327,11 +393,15 @@ def build_table(df_agg: pd.DataFrame, table_id: str, spec: Optional[TableSpec] =
         row = {"Detector": DETECTOR_LABELS.get(det, det), "Setting": labels.get(setting, setting),
                "n": (MISSING if not ns else str(ns[0]) if len(ns) == 1 else f"{ns[0]}-{ns[-1]}")}
         with_delta = setting not in spec.no_delta
+        failed = diverged.get((table_id, det, setting))
+        if failed:
+            row["n"] = str(len(failed))
         for m in spec.metrics:
             r = got.get(m)
             b = _value(base.get(m)) if (base and with_delta) else None
             delta = r["mean"] - b if (r is not None and b is not None) else None
-            row[m] = _cell(r["mean"], r["std"], r["n"], delta, decimals) if r else MISSING
+            row[m] = _diverged_cell(failed) if failed else \
+                _cell(r["mean"], r["std"], r["n"], delta, decimals) if r else MISSING
         if paper:
             pv = papers.get((table_id, det, setting), {})
             for m in spec.metrics:

@@ -31,6 +31,25 @@ BENCH = f"{R}/benchmarks"
 LOGS = f"logs/{SCALE}"
 PY = sys.executable               # the environment snakemake runs in
 PYQ = shlex.quote(PY)
+# The committed reference of this scale (read-only for the DAG; `pgd publish-reference` writes
+# it). Relative to the repository, not to --directory, so every working directory compares
+# with the same committed tree.
+REFERENCE_LABEL = f"{config['reference_dir'].rstrip('/')}/{SCALE}"
+REFERENCE = str(REPO / REFERENCE_LABEL)
+# Software environment of every job, used with `--sdm conda` (ignored otherwise). CPU at the
+# mini/smoke scales, CUDA at the paper scale; the path is relative to workflow/rules/.
+CONDA_ENV = ("../../envs/environment-cuda.yaml" if config["config_dir"] == "paper"
+             else "../../envs/environment-cpu.yaml")
+
+if workflow.is_main_process:
+    # What a (dry) run is about to do, before Snakemake's own job table.
+    _c = PLAN.counts()
+    print(f"[pgd] scale {SCALE}: outputs -> {R}/ (job logs -> {LOGS}/); training jobs: "
+          f"{_c['teacher']} teacher, {_c['student']} student, {_c['distill']} distill, "
+          f"{_c['teacher_free']} teacher-free; {_c['evaluate']} evaluations; reproduction "
+          f"check against {REFERENCE_LABEL}/ "
+          f"({'present' if os.path.isdir(os.path.join(REFERENCE, 'metrics')) else 'absent: the check will say so'})",
+          file=sys.stderr)
 
 RUN_KINDS = "|".join(wp.RUN_KINDS)
 LABEL = "[A-Za-z0-9][A-Za-z0-9_.=+-]*"
@@ -119,7 +138,8 @@ TRAIN_SHELL = (
     "{params.py} -m pgd.workflow_plan guard-workdir {params.work_dir} {params.fingerprint}"
     " > {log} 2>&1 && "
     "{params.launcher} train {params.config} --work-dir {params.work_dir}"
-    " --data-root {params.data_root} --seed {params.seed} {params.extra} >> {log} 2>&1"
+    " --data-root {params.data_root} --seed {params.seed} {params.extra} >> {log} 2>&1 && "
+    "{params.py} -m pgd training-log {params.work_dir} --out {output.training_log} >> {log} 2>&1"
 )
 
 
@@ -160,3 +180,10 @@ def eval_run(w):
 def analysis_of(name, w):
     """The teacher analysis (mask_out | quality_maps) of a job's `stem` wildcard."""
     return PLAN.analysis(name, w.stem)
+
+
+def reference_metrics():
+    """The reference's tagged metrics files (inputs of the reproduction check, so a newly
+    published reference re-runs it); [] when this scale has no reference."""
+    root = Path(REFERENCE) / "metrics"
+    return sorted(str(p) for p in root.rglob("*.json")) if root.is_dir() else []

@@ -1,6 +1,7 @@
 # Datasets: synthetic ones are generated (`pgd make-data`, output DIR/meta.json); held-out
 # splits of their train images are cut by `pgd split-holdout` (same marker); external ones
-# (COCO, CrowdHuman at paper scale) are only checked, writing a stamp file.
+# (COCO, CrowdHuman at paper scale) are only checked, writing a stamp file. Every split is
+# checked by `pgd check-data` (pgd/data/check.py), the check `pgd train/test` repeat.
 
 
 rule make_data:
@@ -26,11 +27,14 @@ rule make_data:
     resources:
         mem_mb=res("data", "mem_mb"),
         runtime=res("data", "runtime"),
+    conda:
+        CONDA_ENV
     shell:
         "{params.py} -m pgd make-data --kind {params.kind} --out {params.out}"
         " --num-train {params.num_train} --num-val {params.num_val}"
         " --image-size {params.image_size} --seed {params.seed} {params.difficulty}"
         " > {log} 2>&1"
+        " && {params.py} -m pgd check-data --dataset-dir {params.out} >> {log} 2>&1"
 
 
 rule split_holdout:
@@ -51,9 +55,12 @@ rule split_holdout:
     resources:
         mem_mb=res("local", "mem_mb"),
         runtime=res("local", "runtime"),
+    conda:
+        CONDA_ENV
     shell:
         "{params.py} -m pgd split-holdout --src {params.src} --out {params.out}"
         " --fraction {params.fraction} --seed {params.seed} > {log} 2>&1"
+        " && {params.py} -m pgd check-data --dataset-dir {params.out} >> {log} 2>&1"
 
 
 rule check_data:
@@ -71,6 +78,8 @@ rule check_data:
     resources:
         mem_mb=res("local", "mem_mb"),
         runtime=res("local", "runtime"),
+    conda:
+        CONDA_ENV
     shell:
         "{params.py} -m pgd.workflow_plan check-data --root {params.root}"
         " --require {params.require} --out {output} > {log} 2>&1"

@@ -11,7 +11,8 @@ rule distill:
         data=lambda w: data_input(run_of("distill", w).dataset),
         teacher=lambda w: ckpt(run_of("distill", w).teacher_run),
     output:
-        f"{RUNS}/distill/{{run}}/final.pth",
+        ckpt=f"{RUNS}/distill/{{run}}/final.pth",
+        training_log=f"{RUNS}/distill/{{run}}/training_log.json",
     wildcard_constraints:
         run="[^/]+/[^/]+/[^/]+/[^/]+/[^/]+/seed[0-9]+",
     params:
@@ -26,20 +27,24 @@ rule distill:
         cpus_per_gpu=res("distill", "cpus_per_gpu"),
         mem_mb=res("distill", "mem_mb"),
         runtime=res("distill", "runtime"),
+    conda:
+        CONDA_ENV
     shell:
         "{params.py} -m pgd.workflow_plan guard-workdir {params.work_dir} {params.fingerprint}"
         " > {log} 2>&1 && "
         "{params.launcher} distill --student {params.student} --teacher {params.teacher}"
         " --teacher-ckpt {input.teacher} --method {params.method} --work-dir {params.work_dir}"
         " --data-root {params.data_root} --seed {params.seed} {params.loss_options}"
-        " {params.extra} >> {log} 2>&1"
+        " {params.extra} >> {log} 2>&1 && "
+        "{params.py} -m pgd training-log {params.work_dir} --out {output.training_log} >> {log} 2>&1"
 
 
 rule distill_teacher_free:
     input:
         data=lambda w: data_input(run_of("teacher_free", w).dataset),
     output:
-        f"{RUNS}/teacher_free/{{run}}/final.pth",
+        ckpt=f"{RUNS}/teacher_free/{{run}}/final.pth",
+        training_log=f"{RUNS}/teacher_free/{{run}}/training_log.json",
     wildcard_constraints:
         run="[^/]+/[^/]+/[^/]+/[^/]+/seed[0-9]+",
     params:
@@ -54,9 +59,12 @@ rule distill_teacher_free:
         cpus_per_gpu=res("distill", "cpus_per_gpu"),
         mem_mb=res("distill", "mem_mb"),
         runtime=res("distill", "runtime"),
+    conda:
+        CONDA_ENV
     shell:
         "{params.py} -m pgd.workflow_plan guard-workdir {params.work_dir} {params.fingerprint}"
         " > {log} 2>&1 && "
         "{params.launcher} distill --student {params.student} --method {params.method}"
         " --work-dir {params.work_dir} --data-root {params.data_root} --seed {params.seed}"
-        " {params.loss_options} {params.extra} >> {log} 2>&1"
+        " {params.loss_options} {params.extra} >> {log} 2>&1 && "
+        "{params.py} -m pgd training-log {params.work_dir} --out {output.training_log} >> {log} 2>&1"

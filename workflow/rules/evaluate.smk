@@ -30,6 +30,8 @@ rule evaluate:
         cpus_per_gpu=res("evaluate", "cpus_per_gpu"),
         mem_mb=res("evaluate", "mem_mb"),
         runtime=res("evaluate", "runtime"),
+    conda:
+        CONDA_ENV
     shell:
         "{params.launcher} test {params.config} {input.ckpt} --out {output}"
         " --data-root {params.data_root} --seed {params.seed} {params.crowd}"
@@ -52,6 +54,8 @@ rule tag_metrics:
     resources:
         mem_mb=res("local", "mem_mb"),
         runtime=res("local", "runtime"),
+    conda:
+        CONDA_ENV
     shell:
         "{params.py} -m pgd.workflow_plan tag {input} {output} --run {params.run_info}"
         " > {log} 2>&1"
@@ -82,6 +86,8 @@ rule mask_out:
         cpus_per_gpu=res("analysis", "cpus_per_gpu"),
         mem_mb=res("analysis", "mem_mb"),
         runtime=res("analysis", "runtime"),
+    conda:
+        CONDA_ENV
     shell:
         "{params.launcher} mask-out --config {params.config} --checkpoint {input.ckpt}"
         " --data-root {params.data_root} --ratios {params.ratios} --out {output} > {log} 2>&1"
@@ -113,6 +119,8 @@ rule quality_maps:
         cpus_per_gpu=res("analysis", "cpus_per_gpu"),
         mem_mb=res("analysis", "mem_mb"),
         runtime=res("analysis", "runtime"),
+    conda:
+        CONDA_ENV
     shell:
         "{params.launcher} analyse-quality --config {params.config} --checkpoint {input.ckpt}"
         " --data-root {params.data_root} --out-dir {output} > {log} 2>&1"

@@ -20,6 +20,8 @@ rule table:
     resources:
         mem_mb=res("local", "mem_mb"),
         runtime=res("local", "runtime"),
+    conda:
+        CONDA_ENV
     shell:
         # metrics before --tables: that option takes a list and would swallow them
         "{params.py} -m pgd tables --out-dir {params.out_dir} {input}"
@@ -52,6 +54,8 @@ if PLAN.figure_stems():
         resources:
             mem_mb=res("local", "mem_mb"),
             runtime=res("local", "runtime"),
+        conda:
+            CONDA_ENV
         shell:
             "{params.py} -m pgd figures --metrics {input.metrics} {params.mask_out}"
             " --out-dir {params.out_dir} > {log} 2>&1"
@@ -75,6 +79,8 @@ if PLAN.tuning_tables():
         resources:
             mem_mb=res("local", "mem_mb"),
             runtime=res("local", "runtime"),
+        conda:
+            CONDA_ENV
         shell:
             "{params.py} -m pgd tuning-summary --metrics {input} --out {output} > {log} 2>&1"
 
@@ -95,6 +101,8 @@ rule claims:
     resources:
         mem_mb=res("local", "mem_mb"),
         runtime=res("local", "runtime"),
+    conda:
+        CONDA_ENV
     shell:
         "{params.py} -m pgd claims --metrics {input.metrics} {params.mask_out} --out {output}"
         " > {log} 2>&1"
@@ -116,7 +124,41 @@ rule summary:
     resources:
         mem_mb=res("local", "mem_mb"),
         runtime=res("local", "runtime"),
+    conda:
+        CONDA_ENV
     shell:
         "{params.py} -m pgd.workflow_plan summary --out {output} --scale {params.scale}"
         " {params.synthetic} --tables {input.tables} --claims {input.claims}"
         " --figures {input.figures} > {log} 2>&1"
+
+
+rule reproduction:
+    # The run against the committed reference (results/reference/<scale>/, never written by the
+    # DAG): every shared table cell, reference vs reproduced, agrees/differs under a seed-noise
+    # criterion; says so when this scale has no reference (pgd/reproduce/check.py).
+    input:
+        metrics=tagged(PLAN.rows),
+        reference=reference_metrics(),
+    output:
+        md=report(f"{R}/reproduction.md", caption="../report/reproduction.rst",
+                  category="Reproduction check"),
+        json=f"{R}/reproduction.json",
+    params:
+        py=PYQ,
+        results=lambda w, output: os.path.dirname(output.md),
+        reference=lambda w: shlex.quote(REFERENCE),
+        reference_label=REFERENCE_LABEL,
+        scale=SCALE,
+        synthetic="--synthetic" if PLAN.synthetic_datasets() else "",
+    log:
+        f"{LOGS}/reproduction.log",
+    resources:
+        mem_mb=res("local", "mem_mb"),
+        runtime=res("local", "runtime"),
+    conda:
+        CONDA_ENV
+    shell:
+        "{params.py} -m pgd check-reproduction --results {params.results}"
+        " --reference {params.reference} --reference-label {params.reference_label}"
+        " --scale {params.scale} {params.synthetic} --out {output.md} --json {output.json}"
+        " > {log} 2>&1"

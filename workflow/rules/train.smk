@@ -8,7 +8,8 @@ rule train_teacher:
     input:
         data=lambda w: data_input(run_of("teacher", w).dataset),
     output:
-        f"{RUNS}/teacher/{{run}}/final.pth",
+        ckpt=f"{RUNS}/teacher/{{run}}/final.pth",
+        training_log=f"{RUNS}/teacher/{{run}}/training_log.json",
     wildcard_constraints:
         run="[^/]+/[^/]+/seed[0-9]+",
     params:
@@ -23,6 +24,8 @@ rule train_teacher:
         cpus_per_gpu=res("teacher", "cpus_per_gpu"),
         mem_mb=res("teacher", "mem_mb"),
         runtime=res("teacher", "runtime"),
+    conda:
+        CONDA_ENV
     shell:
         TRAIN_SHELL
 
@@ -31,7 +34,8 @@ rule train_student:
     input:
         data=lambda w: data_input(run_of("student", w).dataset),
     output:
-        f"{RUNS}/student/{{run}}/final.pth",
+        ckpt=f"{RUNS}/student/{{run}}/final.pth",
+        training_log=f"{RUNS}/student/{{run}}/training_log.json",
     wildcard_constraints:
         run="[^/]+/[^/]+/seed[0-9]+",
     params:
@@ -46,5 +50,7 @@ rule train_student:
         cpus_per_gpu=res("student", "cpus_per_gpu"),
         mem_mb=res("student", "mem_mb"),
         runtime=res("student", "runtime"),
+    conda:
+        CONDA_ENV
     shell:
         TRAIN_SHELL

@@ -178,6 +178,13 @@ class PGDLoss(nn.Module):
 
     # ------------------------------------------------------------------ masks
     def _foreground_masks(self, batch: DistillBatch, xis: List[float]) -> List[Tensor]:
+        num_locations = int(batch.points.shape[0])
+        if self.k > num_locations and not getattr(self, '_k_logged', False):
+            # the top-K takes min(K, #locations): say so once per run, not every step
+            from mmengine.logging import print_log
+            print_log(f'PGD: K={self.k} exceeds the {num_locations} candidate locations of '
+                      f'the batch; effective K = {num_locations}', logger='current')
+            self._k_logged = True
         if self.fg_strategy == 'pgw':
             return pgw_masks_from_batch(batch, xis, k=self.k, candidates=self.candidates,
                                         ridge=self.ridge)
