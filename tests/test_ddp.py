@@ -277,11 +277,19 @@ def test_ddp_pgd_distillation_teacher_frozen_on_every_rank(tiny_shapes, random_t
 def test_linear_lr_scaling_uses_world_size_times_batch(tmp_path):
     """paper/atss_r50_student: lr 0.02 for a total batch of 32 -> 2 ranks x 4 images = 8 ->
     lr 0.005 (MMEngine's auto_scale_lr with the real world size)."""
+    import cv2
+    import numpy as np
     data = tmp_path / 'coco'
     (data / 'annotations').mkdir(parents=True)
     for split in ('train2017', 'val2017'):
-        (data / 'annotations' / f'instances_{split}.json').write_text(
-            json.dumps({'images': [], 'annotations': [], 'categories': []}))
+        # one valid image and box: `pgd train` checks the data before building the Runner
+        (data / split).mkdir()
+        cv2.imwrite(str(data / split / 'a.jpg'), np.full((64, 64, 3), 127, np.uint8))
+        (data / 'annotations' / f'instances_{split}.json').write_text(json.dumps({
+            'images': [{'id': 1, 'file_name': 'a.jpg', 'width': 64, 'height': 64}],
+            'annotations': [{'id': 1, 'image_id': 1, 'category_id': 1,
+                             'bbox': [8, 8, 32, 32], 'area': 1024, 'iscrowd': 0}],
+            'categories': [{'id': 1, 'name': 'person'}]}))
     (tmp_path / 'lr_probe.py').write_text(LR_PROBE)
     out = tmp_path / 'lr'
     res = run(torchrun()[:-2] + ['lr_probe.py', 'paper/atss_r50_student', data,

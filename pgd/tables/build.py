@@ -222,7 +222,9 @@ def load_runs(paths: Iterable) -> pd.DataFrame:
         if reason:
             diverged.append({"table": run["table"], "detector": run["detector"],
                              "student_backbone": backbone, "setting": run["setting"],
-                             "seed": run["seed"], "reason": reason, "path": path})
+                             "seed": run["seed"], "reason": reason, "path": path,
+                             "synthetic": bool((prov.get("dataset") or {}).get("synthetic")),
+                             "git_commit": prov.get("git_commit")})
             continue
         for metric, value in doc["metrics"].items():
             if value is None:
@@ -383,7 +385,7 @@ def build_table(df_agg: pd.DataFrame, table_id: str, spec: Optional[TableSpec] =
                                     if t == table_id}))
     labels = {**SETTING_LABELS, **spec.setting_labels}
 
-    out, commits, seeds_n, synthetic = [], set(), [], False
+    out, commits, seeds_n, synthetic, failed_rows = [], set(), [], False, 0
     for det, setting in rows:
         got = measured.get((table_id, det, setting), {})
         backbone = next((r["student_backbone"] for r in got.values()), None)
@@ -396,6 +398,10 @@ def build_table(df_agg: pd.DataFrame, table_id: str, spec: Optional[TableSpec] =
         failed = diverged.get((table_id, det, setting))
         if failed:
             row["n"] = str(len(failed))
+            # a failed row still says what data it ran on and from which commit
+            synthetic = synthetic or any(f.get("synthetic") for f in failed)
+            commits.update(str(f["git_commit"]) for f in failed if f.get("git_commit"))
+            failed_rows += 1
         for m in spec.metrics:
             r = got.get(m)
             b = _value(base.get(m)) if (base and with_delta) else None
@@ -421,7 +427,7 @@ def build_table(df_agg: pd.DataFrame, table_id: str, spec: Optional[TableSpec] =
         columns += [f"{m} (paper)" for m in spec.metrics]
     table = pd.DataFrame(out, columns=columns)
     table.attrs.update(table_id=table_id, synthetic=synthetic, git_commits=sorted(commits),
-                       seeds=seeds_n)
+                       seeds=seeds_n, failed_rows=failed_rows)
     return table
 
 
@@ -437,6 +443,10 @@ def _full_caption(table_df: pd.DataFrame, caption: str) -> str:
 def _footer(table_df: pd.DataFrame) -> str:
     commits = table_df.attrs.get("git_commits") or []
     seeds = table_df.attrs.get("seeds") or []
+    if not seeds and table_df.attrs.get("failed_rows"):
+        shas = ", ".join(c[:12] for c in commits) if commits else "unknown"
+        return ("Provenance: every run of this table diverged or made no detections (see the "
+                f"cells); git commit(s) of the runs: {shas}.")
     if not seeds:
         return "Provenance: no runs found for this table; reproduced cells are empty."
     rng = f"{min(seeds)}" if min(seeds) == max(seeds) else f"{min(seeds)}-{max(seeds)}"

@@ -10,25 +10,6 @@
 # job leaves nothing for Snakemake to trust.
 
 
-PRETRAIN_SIZES = sorted(p.stem for p in (REPO / "config/detectors/_base_/sizes").glob("*.py"))
-
-
-def _pretrain_setting(key):
-    """A `pretrain` setting, read when a job needs it (scales without pretraining parse)."""
-    return lambda w: config["pretrain"][key]
-
-
-def _pretrain_dataset(key):
-    """``key`` of the dataset entry the pretraining images share image size/difficulty with."""
-    return config["datasets"][config["pretrain"]["dataset"]].get(key)
-
-
-def _pretrain_difficulty(w):
-    knobs = _pretrain_dataset("difficulty") or {}
-    return ("--difficulty " + " ".join(shlex.quote(f"{k}={v}") for k, v in knobs.items())
-            if knobs else "")
-
-
 rule pretrain_backbone:
     output:
         ckpt=f"{R}/pretrain/{{size}}/backbone.pth",
