@@ -14,15 +14,8 @@ import math
 import os
 from pathlib import Path
 
-from pgd.paths import REPO_ROOT
-
-METHOD_ROOT = REPO_ROOT / 'config' / 'distill'
 DETECTOR_NAMES = {'ATSS': 'atss', 'FCOS': 'fcos', 'GFL': 'gfl', 'DDOD': 'ddod',
                   'AutoAssign': 'autoassign'}
-
-
-def known_methods() -> list:
-    return sorted(p.stem for p in METHOD_ROOT.glob('*.py'))
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -56,7 +49,7 @@ def detector_name(model_cfg) -> str:
 def load_method(method: str):
     from mmengine.config import Config
 
-    from pgd.method_options import check_method_name
+    from pgd.method_options import METHOD_ROOT, check_method_name
     check_method_name(method)  # a plain name of config/distill/, never a path out of it
     return Config.fromfile(str(METHOD_ROOT / f'{method}.py'))
 
