@@ -958,7 +958,10 @@ def pgw_masks(cls_prob: Tensor, boxes: Tensor, points: Tensor, level_index: Tens
     """
     if candidates not in CANDIDATE_MODES:
         raise ValueError(f'unknown candidate mode {candidates!r}; expected {CANDIDATE_MODES}')
-    grid = level_sizes is not None and _grid_axes(points, level_sizes) is not None
+    # only the official rule needs to know here whether the sparse path applies (the inside
+    # rule's sparse path falls back to a dense inside test by itself)
+    grid = (candidates != 'inside' and impl != 'dense' and level_sizes is not None
+            and _grid_axes(points, level_sizes) is not None)
     if impl == 'auto':
         impl = 'sparse' if candidates == 'inside' or grid else 'dense'
     if impl == 'sparse' and candidates != 'inside' and not grid:
