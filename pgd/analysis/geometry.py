@@ -92,9 +92,7 @@ def coverage(config: str, ann_file: str) -> np.ndarray:
     register_all()
     _, cfg = load_config(config)
     scale, keep_ratio, divisor = _resize_rule(cfg)
-    model_cfg = cfg.model.copy()
-    model_cfg['backbone'] = dict(model_cfg['backbone'], init_cfg=None)
-    head = MODELS.build(model_cfg).bbox_head
+    head = MODELS.build(cfg.model.bbox_head)   # the priors need the head only
     try:
         data = json.loads(Path(ann_file).read_text())
     except (OSError, ValueError) as exc:
