@@ -9,11 +9,11 @@
 # --config scale=<name> loads config/<name>.yaml (mini: config/config.yaml); --configfile F
 # replaces it (several files are deep-merged, e.g. an ablation overlay on top of a scale).
 # Job order: make data -> train teachers -> train students -> distill (method x detector x
-# seed) and ablations -> evaluate (once per run) -> tag metrics per table row -> tables ->
+# seed) and ablations -> evaluate (once per run) -> one row manifest per table -> tables ->
 # figures -> claim check -> results/<scale>/report.md -> reproduction check against the
 # committed reference results/reference/<scale>/ (results/<scale>/reproduction.md).
 # Rules: workflow/rules/*.smk; planning (which runs each table needs, shared runs):
-# pgd/workflow_plan.py. The DAG never writes results/reference/ (`python -m pgd
+# pgd/workflow/ (plan.py). The DAG never writes results/reference/ (`python -m pgd
 # publish-reference --scale <scale>` does); `python -m pgd estimate` prints the cost first.
 import os
 
@@ -38,10 +38,12 @@ include: "workflow/rules/train.smk"
 include: "workflow/rules/pretrain.smk"
 include: "workflow/rules/distill.smk"
 include: "workflow/rules/evaluate.smk"
+include: "workflow/rules/regime.smk"
 include: "workflow/rules/tables.smk"
 
 
-localrules: all, check_data, split_holdout, tag_metrics, table, claims, summary, reproduction
+localrules: all, check_data, split_holdout, row_manifest, table, claims, summary, reproduction,
+    geometry, regime
 
 
 rule all:
@@ -49,6 +51,7 @@ rule all:
     input:
         f"{R}/report.md",
         f"{R}/claims.md",
+        f"{R}/regime.json",
         f"{R}/reproduction.md",
         [f"{RUNS}/{rel}/training_log.json" for rel in PLAN.runs],
         expand(f"{R}/tables/{{table}}.{{ext}}", table=PLAN.tables, ext=["md", "tex", "csv"]),

@@ -12,10 +12,10 @@ Implementations timed (all return the same masks, checked below):
                          enumeration with ``level_sizes``);
 * ``batched-nogrid``  -- the same without ``level_sizes`` (dense inside test + nonzero);
 * ``batched-dense``   -- ``impl='dense'`` (B, G, N) pieces;
-* ``loop-torch``      -- :func:`pgd.distill.pgw_reference.pgw_loop_torch_multi`: the plain
+* ``loop-torch``      -- ``pgw_loop_torch_multi`` of ``tests/pgw_reference.py``: the plain
                          per-image, per-GT torch loop over all N locations and A predictions
                          (the issue's "per-GT loop reference"; IoU shared between the two xi);
-* ``loop-numpy``      -- :func:`pgd.distill.pgw_reference.pgw_reference` (float64 NumPy,
+* ``loop-numpy``      -- ``pgw_reference`` of ``tests/pgw_reference.py`` (float64 NumPy,
                          already sparse: only inside locations per GT; one call per xi).
 
 The target ">= 30x faster than the loop reference" is evaluated against ``loop-torch``;
@@ -35,6 +35,7 @@ import math
 import os
 import resource
 import statistics
+import sys
 import time
 
 import numpy as np
@@ -42,7 +43,11 @@ import torch
 
 from pgd.distill.inputs import level_points
 from pgd.distill.pgw import pgw_masks
-from pgd.distill.pgw_reference import pgw_loop_torch_multi, pgw_reference
+
+# The per-GT loop references are test code, kept out of the package in tests/; appended (not
+# prepended) so that nothing in tests/ can shadow an installed module.
+sys.path.append(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'tests'))
+from pgw_reference import pgw_loop_torch_multi, pgw_reference  # noqa: E402
 
 TARGET_SPEEDUP = 30.0   # issue target: >= 30x the per-GT torch loop, >= 15x the NumPy loop
 STRIDES = (8, 16, 32, 64, 128)

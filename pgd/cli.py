@@ -1,6 +1,7 @@
 """``python -m pgd <command>``: one entry point for every Snakemake rule.
 
-Each command lives in its own module exposing ``add_arguments(parser)`` and ``run(args)``. Only
+Each command lives in its own module exposing ``add_arguments(parser)`` and ``run(args)`` (or,
+written ``module:name``, in an object ``name`` of that module with the two). Only
 the chosen command's module is imported, so ``python -m pgd make-data`` does not pay for
 importing torch/mmdet. Errors a user can fix (bad paths, bad names, no GPU) are printed as one
 line with exit code 2.
@@ -35,6 +36,15 @@ COMMANDS = {
     'check-reproduction': ('pgd.reproduce.check', 'compare a run with the committed reference'),
     'publish-reference': ('pgd.reproduce.publish', 'copy a finished run into results/reference/'),
     'estimate': ('pgd.reproduce.estimate', 'jobs, CPU/GPU hours and wall time before running'),
+    # the workflow's own helpers (pgd/workflow/commands.py)
+    'guard-workdir': ('pgd.workflow.commands:guard_workdir',
+                      'before (re)training: set aside checkpoints of a run with other parameters'),
+    'check-external-data': ('pgd.workflow.commands:check_external_data',
+                            'check an external dataset root (COCO, CrowdHuman), write a stamp'),
+    'summary': ('pgd.workflow.commands:summary', 'write results/<scale>/report.md'),
+    'manifest': ('pgd.workflow.commands:manifest', "a table's row manifest (which run is "
+                 'which row), as the workflow writes it'),
+    'describe-plan': ('pgd.workflow.commands:describe_plan', 'job counts of a workflow config'),
 }
 
 
@@ -47,8 +57,15 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
         sp = sub.add_parser(name, help=help_text, description=help_text)
         sp.set_defaults(_module=module_name)
         if name == command:
-            importlib.import_module(module_name).add_arguments(sp)
+            load_command(module_name).add_arguments(sp)
     return parser
+
+
+def load_command(spec: str):
+    """The object with ``add_arguments`` / ``run`` of ``module`` or ``module:name``."""
+    module_name, _, attr = spec.partition(':')
+    module = importlib.import_module(module_name)
+    return getattr(module, attr) if attr else module
 
 
 _KEY_VALUE_OPTIONS = ('--cfg-options', '--loss-options', '--run-info')
@@ -85,7 +102,7 @@ def main(argv=None) -> int:
         print(f'error: --cfg-options / --loss-options / --run-info take KEY=VALUE items, got '
               f'{bad!r}', file=sys.stderr)
         return 2
-    module = importlib.import_module(args._module)
+    module = load_command(args._module)
     try:
         return int(module.run(args) or 0)
     except (UserError, FileNotFoundError) as exc:

@@ -27,7 +27,8 @@ SCHEMA_PATH = REPO_ROOT / 'workflow' / 'schemas' / 'config.schema.yaml'
 METHOD_ROOT = REPO_ROOT / 'config' / 'distill'
 #: a method name is a plain file stem of config/distill/ (never a path).
 METHOD_NAME_RE = re.compile(r'^[a-z][a-z0-9_]*$')
-#: the global factor every method has (pgd.engine.distill.split_loss_scale).
+#: the global factor every method has (pgd.engine.distill_common.split_loss_scale, applied
+#: by pgd.engine.distill_common.scale_loss_weights).
 COMMON_OPTIONS = frozenset({'loss_scale'})
 #: constructor arguments the distiller fills in itself (FPN widths); setting them by hand
 #: would contradict the real networks, so they are not options.
@@ -37,13 +38,19 @@ LGD_NON_OPTIONS = frozenset({'self', 'student', 'data_preprocessor', 'init_cfg',
                              'test_cfg'})
 
 
+def method_config_path(method: str):
+    """``config/distill/<method>.py`` -- the one place the method configs' folder is read
+    (:data:`METHOD_ROOT`, looked up at call time so a test can point it elsewhere)."""
+    return METHOD_ROOT / f'{method}.py'
+
+
 def check_method_name(method: str) -> None:
     """A method is a file stem of config/distill/ (``^[a-z][a-z0-9_]*$``): a name like
     ``../../x`` must never select a Python file outside that folder."""
     if not isinstance(method, str) or not METHOD_NAME_RE.match(method):
         raise UserError(f'bad method name {method!r}: must match {METHOD_NAME_RE.pattern} and '
                         f'name a file of config/distill/ (known: {", ".join(known_methods())})')
-    if not (METHOD_ROOT / f'{method}.py').is_file():
+    if not method_config_path(method).is_file():
         raise UserError(f"unknown distillation method '{method}' "
                         f"(known: {', '.join(known_methods())})")
 
@@ -113,20 +120,25 @@ def _kwargs(fn, drop: FrozenSet[str]) -> set:
 def _load_method_cfg(method: str):
     from mmengine.config import Config
     check_method_name(method)
-    return Config.fromfile(str(METHOD_ROOT / f'{method}.py'), import_custom_modules=False)
+    return Config.fromfile(str(method_config_path(method)), import_custom_modules=False)
+
+
+def known_options(method: str) -> FrozenSet[str]:
+    """The option keys ``method`` consumes (see the module docstring for where they come
+    from). Imports the loss modules (torch, mmdet) once; cached per config file."""
+    check_method_name(method)
+    return _known_options(method, str(method_config_path(method)))
 
 
 @functools.lru_cache(maxsize=None)
-def known_options(method: str) -> FrozenSet[str]:
-    """The option keys ``method`` consumes (see the module docstring for where they come
-    from). Imports the loss modules (torch, mmdet) once."""
+def _known_options(method: str, path: str) -> FrozenSet[str]:
     import pgd.distill.losses  # noqa: F401  registers the losses in mmdet's MODELS
     from mmdet.registry import MODELS
     cfg = _load_method_cfg(method)
     keys = set(COMMON_OPTIONS)
     for loss in (cfg.get('distill_losses') or {}).values():
         keys |= _kwargs(MODELS.get(loss['type']).__init__, INJECTED_ARGS)
-    if 'ld_heads' in cfg:  # pgd.engine.distill.compose_ld
+    if 'ld_heads' in cfg:  # pgd.engine.distill_ld.compose_ld
         keys.add('ld_variant')
         keys |= set(cfg.get('ld_head_options', ()))
         for head in cfg.ld_heads.values():

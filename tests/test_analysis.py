@@ -1,6 +1,6 @@
 """Analyses: figures, claim check, Fig. 3 mask-out and Fig. 2 quality maps.
 
-Figures and claims run on constructed, tagged metrics files (the workflow's ``tag`` step);
+Figures and claims run on constructed metrics files and row manifests (the planner's layout);
 mask-out and quality maps run the real CLI on a randomly initialised mini ATSS and a tiny
 SYNTHETIC dataset.
 """
@@ -17,7 +17,7 @@ from pgd.analysis import claims as claims_mod
 from pgd.analysis.figures import make_figures
 from pgd.analysis.mask_out import mask_cls_scores, num_to_mask, top_quality_mask
 from pgd.analysis.quality_maps import mass_fraction
-from pgd.workflow_plan import REPO_ROOT, load_plan, tag_metrics
+from pgd.workflow import REPO_ROOT, Plan, load_plan
 
 COCO = ('AP', 'AP50', 'AP75', 'APS', 'APM', 'APL')
 
@@ -25,19 +25,25 @@ COCO = ('AP', 'AP50', 'AP75', 'APS', 'APM', 'APL')
 # ----------------------------------------------------------------------------- helpers
 
 def write_row(root: Path, table: str, detector: str, setting: str, seed: int, metrics: dict,
-              backbone: str = 'r18', synthetic: bool = True) -> Path:
-    """A run's metrics.json as ``pgd test`` writes it, tagged as a table row (workflow tag)."""
-    src = root / 'runs' / f'{table}_{detector}_{setting}_{seed}.json'
-    src.parent.mkdir(parents=True, exist_ok=True)
-    src.write_text(json.dumps({
+              backbone: str = 'r18', synthetic: bool = True, options: dict = None) -> Path:
+    """A run's metrics.json as ``pgd test`` writes it, and a row manifest naming it as a table
+    row (``options``: the row's structured options, e.g. ``{'k': 9}``); returns the manifest."""
+    from manifest_rows import write_row as write_manifest_row
+    return write_manifest_row(root, table, detector, setting, seed, {
         'metrics': metrics,
         'provenance': {'git_commit': 'feedbeef' * 5, 'config': 'mini/x.py',
-                       'dataset': {'name': 'synthetic_shapes', 'synthetic': synthetic}},
-        'run': {'run': f'fake/{table}/{detector}/{setting}', 'seed': seed}}))
-    dst = root / 'metrics' / table / detector / setting / f'seed{seed}.json'
-    tag_metrics(src, dst, {'table': table, 'detector': detector, 'setting': setting,
-                           'seed': seed, 'student_backbone': backbone})
-    return dst
+                       'dataset': {'name': 'synthetic_shapes', 'synthetic': synthetic}}},
+        backbone=backbone, options=options)
+
+
+def plan_row_options(plan, row) -> dict:
+    """The options of a plan row: its ablation variant's overrides, {} otherwise."""
+    if getattr(row, 'options', None) is not None:
+        return dict(row.options)
+    ablation = (plan.config['tables'].get(row.table) or {}).get('ablation')
+    if not ablation:
+        return {}
+    return dict(Plan.ablation_variants(ablation, row.table)).get(row.setting, {})
 
 
 def coco(ap: float, ap50: float = None, ap75: float = None) -> dict:
@@ -60,7 +66,8 @@ def test_figures_cover_the_smoke_plans_stems(tmp_path):
     files = []
     for i, row in enumerate(plan.figure_input_rows()):
         files.append(write_row(tmp_path, row.table, row.detector, row.setting, row.seed,
-                               coco(20.0 + (i % 5) * 0.3), backbone=row.student_backbone))
+                               coco(20.0 + (i % 5) * 0.3), backbone=row.student_backbone,
+                               options=plan_row_options(plan, row)))
     masks = [mask_out_doc(tmp_path / f'mask{i}.json', [0.0, 0.05], [30.0, 12.0])
              for i, _ in enumerate(plan.analyses_of('mask_out'))]
     out = tmp_path / 'figures'
@@ -79,9 +86,10 @@ def test_figures_cli_writes_only_figures_with_data(tmp_path):
         files.append(write_row(tmp_path, 'table1', 'atss', 'pgd', seed, coco(22 + seed * .1)))
         files.append(write_row(tmp_path, 'table1', 'atss', 'fgd', seed, coco(21 + seed * .1)))
     for k, ap in ((1, 21.0), (30, 22.0), (60, 21.5)):
-        files.append(write_row(tmp_path, 'table6a', 'atss', f'k={k}', 0, coco(ap)))
+        files.append(write_row(tmp_path, 'table6a', 'atss', f'k={k}', 0, coco(ap),
+                               options={'k': k}))
     out = tmp_path / 'figs'
-    res = run_pgd('figures', '--metrics', *files, '--out-dir', out, timeout=120)
+    res = run_pgd('figures', '--rows', *files, '--out-dir', out, timeout=120)
     assert res.returncode == 0, res.stdout[-2000:]
     names = sorted(p.name for p in out.iterdir())
     # every figure of the workflow exists; the two without data say so (placeholders)
@@ -91,7 +99,7 @@ def test_figures_cli_writes_only_figures_with_data(tmp_path):
     assert '[pgd figures] fig_k_sweep: written' in res.stdout
     assert '[pgd figures] fig_alpha_sweep: no data, placeholder written' in res.stdout
     assert '[pgd figures] fig3_mask_out: no data, placeholder written' in res.stdout
-    bad = run_pgd('figures', '--metrics', tmp_path / 'nope.json', '--out-dir', out)
+    bad = run_pgd('figures', '--rows', tmp_path / 'nope.json', '--out-dir', out)
     assert bad.returncode == 2 and 'error:' in bad.stdout and 'nope.json' in bad.stdout
 
 
@@ -119,7 +127,7 @@ def claim_inputs(tmp_path):
     f.append(write_row(tmp_path, 'table3', 'ddod', 'pgd', 0, {'MR': 55.0, 'AP': 72.0, 'JI': 51.0}))
     # Table 6a: K = 30 is not the best -> does not hold
     for k, ap in ((9, 23.0), (30, 22.5), (60, 22.0)):
-        f.append(write_row(tmp_path, 'table6a', 'atss', f'k={k}', 0, coco(ap)))
+        f.append(write_row(tmp_path, 'table6a', 'atss', f'k={k}', 0, coco(ap), options={'k': k}))
     return tmp_path, [str(x) for x in f]
 
 
@@ -159,7 +167,7 @@ def test_claims_cli_report(claim_inputs):
     from conftest import run_pgd
     root, files = claim_inputs
     out = root / 'results' / 'mini' / 'claims.md'
-    res = run_pgd('claims', '--metrics', *files, '--out', out, timeout=120)
+    res = run_pgd('claims', '--rows', *files, '--out', out, timeout=120)
     assert res.returncode == 0, res.stdout[-2000:]
     text = out.read_text()
     assert text.startswith('# Claim check -- scale `mini`')

@@ -133,7 +133,7 @@ def test_large_k_is_allowed_with_the_effective_k_logged_once():
 
 
 def _smoke_config():
-    from pgd.workflow_plan import load_yaml
+    from pgd.workflow import load_yaml
     from pgd.paths import REPO_ROOT
     return load_yaml(REPO_ROOT / 'config' / 'smoke.yaml')
 
@@ -149,7 +149,7 @@ def _smoke_config():
      'tables.table6a.ablation.sweep.kk'),
 ])
 def test_plan_rejects_unknown_option_keys(edit, key):
-    from pgd.workflow_plan import ConfigError, Plan
+    from pgd.workflow import ConfigError, Plan
     config = _smoke_config()
     edit(config)
     with pytest.raises(ConfigError) as info:
@@ -160,7 +160,7 @@ def test_plan_rejects_unknown_option_keys(edit, key):
 
 
 def test_plan_accepts_the_shipped_configs():
-    from pgd.workflow_plan import Plan
+    from pgd.workflow import Plan
     Plan(copy.deepcopy(_smoke_config()))  # no exception: every shipped key is known
 
 
@@ -263,7 +263,7 @@ def test_unknown_dataset_kind_for_make_data(capsys, tmp_path):
 
 
 def test_unknown_dataset_kind_in_config():
-    from pgd.workflow_plan import ConfigError, Plan
+    from pgd.workflow import ConfigError, Plan
     config = _smoke_config()
     name = next(iter(config['datasets']))
     config['datasets'][name]['kind'] = 'coco'
@@ -272,7 +272,7 @@ def test_unknown_dataset_kind_in_config():
 
 
 def test_table_on_an_unknown_dataset():
-    from pgd.workflow_plan import ConfigError, Plan
+    from pgd.workflow import ConfigError, Plan
     config = _smoke_config()
     tid = next(iter(config['tables']))
     config['tables'][tid]['dataset'] = 'imagenet'

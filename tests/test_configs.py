@@ -111,7 +111,10 @@ def test_mini_teacher_is_bigger_and_longer_than_student():
         # PGD has no adaptation layer: teacher and student FPN/head widths must match
         assert t.model.neck.out_channels == s.model.neck.out_channels
         assert t.train_cfg.max_epochs > s.train_cfg.max_epochs
-        assert s.model.backbone.get('init_cfg') is None  # from scratch at mini scale
+        # both start from the scale's SYNTHETIC pretraining (the paper's ImageNet weights)
+        for cfg, size in ((s, 'mini_r18'), (t, 'mini_r34')):
+            assert cfg.model.backbone.init_cfg == dict(
+                type='Pretrained', checkpoint=f'results/{{scale}}/pretrain/{size}/backbone.pth')
 
 
 @pytest.mark.parametrize('name', [n for n in known_config_names() if n.startswith('mini/')])

@@ -124,8 +124,8 @@ def test_repair_writes_a_clean_file_and_a_report(data, capsys):
 
 
 def test_dag_check_of_an_external_dataset(data, tmp_path):
-    """``python -m pgd.workflow_plan check-data`` (rule check_data) runs the same check."""
-    from pgd.workflow_plan import check_data
+    """``python -m pgd check-external-data`` (rule check_data) runs the same check."""
+    from pgd.workflow import check_data
     required = ['annotations/synthetic_shapes_val.json', 'val']
     stamp = tmp_path / 'ok.json'
     check_data(data, required, stamp)

@@ -25,7 +25,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from pgd import workflow_plan as wp
+from pgd import workflow as wp
 
 pytestmark = pytest.mark.slow
 

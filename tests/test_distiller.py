@@ -186,7 +186,9 @@ def test_competitor_method_trains_a_step_on_every_detector(method, det):
     assert all(p.grad is None for p in model.teacher.parameters())
 
 
-def test_global_loss_scale_multiplies_only_the_distillation_terms():
+def test_loss_weight_multiplies_only_the_distillation_terms():
+    """A loss without its own ``loss_weight`` argument (PGDLoss) is weighted by the distiller;
+    ``pgd distill``'s loss_scale arrives here folded into that weight (tests/test_loss_scale.py)."""
     x = torch.rand(2, 3, SIZE, SIZE)
     batch = samples([[[10, 12, 70, 100], [60, 20, 120, 60]], []])
     got = {}
@@ -194,7 +196,8 @@ def test_global_loss_scale_multiplies_only_the_distillation_terms():
         torch.manual_seed(0)
         model = MODELS.build(dict(
             type='TeacherStudentDistiller', student=model_cfg('mini/atss_r18_student'),
-            teacher=model_cfg('mini/atss_r34_teacher'), distill_losses=PGD, loss_scale=scale))
+            teacher=model_cfg('mini/atss_r34_teacher'),
+            distill_losses={'pgd': dict(PGD['pgd'], loss_weight=scale)}))
         model.init_weights()
         model.train()
         got[scale] = {k: float(sum(v) if isinstance(v, list) else v)

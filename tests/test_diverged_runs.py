@@ -10,28 +10,26 @@ import pytest
 
 from pgd.analysis import claims as claims_mod
 from pgd.analysis.figures import make_figures
-from pgd.tables.build import DIVERGED, aggregate, build_table, load_runs
+from pgd.tables.build import DIVERGED, aggregate, build_table, load_runs, write_manifest
+from manifest_rows import write_row
 
 COCO = ('AP', 'AP50', 'AP75', 'APS', 'APM', 'APL')
 
 
 def write(root: Path, table, detector, setting, seed, ap, **flags) -> Path:
-    """A metrics JSON as ``pgd test`` writes it (``flags``: no_detections / diverged)."""
+    """A metrics JSON as ``pgd test`` writes it (``flags``: no_detections / diverged) and the
+    row manifest naming it; returns the manifest."""
     metrics = {m: (None if flags.get('diverged') else (0.0 if flags.get('no_detections')
                                                        else ap + i))
                for i, m in enumerate(COCO)}
     doc = {'metrics': metrics,
            'provenance': {'git_commit': 'abc', 'seed': seed,
                           'dataset': {'name': 'synthetic_shapes', 'synthetic': True}},
-           'run': {'table': table, 'detector': detector, 'setting': setting, 'seed': seed,
-                   'student_backbone': 'r18'},
            'no_detections': bool(flags.get('no_detections')),
            'diverged': bool(flags.get('diverged'))}
     if flags.get('diverged'):
         doc['diverged_reason'] = 'non-finite weights in 3 tensor(s), e.g. bbox_head.x'
-    path = root / f'{table}_{detector}_{setting}_{seed}.json'
-    path.write_text(json.dumps(doc))
-    return path
+    return write_row(root, table, detector, setting, seed, doc)
 
 
 @pytest.fixture()
@@ -115,7 +113,12 @@ def test_pgd_test_marks_a_model_with_non_finite_weights_diverged(tiny_shapes, tm
     assert doc['diverged'] is True and name in doc['diverged_reason']
     assert doc['metrics'] == {m: None for m in COCO}
     # and the table shows it as diverged
-    table = build_table(aggregate(load_runs([out])), 'table1', paper=False)
+    manifest = tmp_path / 'manifests' / 'table1.json'
+    write_manifest(manifest, 'table1', 'test', [{
+        'table': 'table1', 'detector': 'atss', 'setting': 'student', 'seed': 0,
+        'student_backbone': 'r18', 'run': 'student/x/seed0', 'metrics': 'metrics.json',
+        'options': {}}])
+    table = build_table(aggregate(load_runs([manifest])), 'table1', paper=False)
     rows = {(r['Detector'], r['Setting']): r for r in table.to_dict('records')}
     assert rows[('ATSS', 'Student')]['AP'] == f'{DIVERGED} (seed 0)'
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from pgd import workflow_plan as wp
+from pgd import workflow as wp
 from pgd.engine.workdir import drop_superseded
 
 

@@ -10,7 +10,7 @@ import yaml
 from pgd.data.holdout import split_holdout
 from pgd.data.make_data import make_dataset
 from pgd.errors import UserError
-from pgd import workflow_plan as wp
+from pgd import workflow as wp
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -94,6 +94,7 @@ def test_tuning_uses_the_mini_dataset_and_resources():
     assert source == mini_shapes
     assert tuning["resources"] == mini["resources"]
     assert tuning["config_dir"] == mini["config_dir"]
+    assert tuning["pretrain"] == mini["pretrain"]  # the same synthetic-pretrained backbones
 
 
 def test_holdout_needs_a_synthetic_source():
@@ -104,13 +105,16 @@ def test_holdout_needs_a_synthetic_source():
 def test_tuning_summary_picks_the_best_held_out_scale_ties_towards_one():
     from pgd.tables.tuning import summarise, to_csv
 
-    def rec(table, setting, ap, det="atss"):
+    def rec(table, scale, ap, det="atss"):
+        # the loss scale comes from the row's options (the manifest), never from its label
+        setting = "student" if scale is None else f"s{scale}"
         return {"table": table, "detector": det, "setting": setting, "AP": ap, "AP50": 2 * ap,
+                "options": {} if scale is None else {"loss_scale": scale},
                 "run": f"{table}/{setting}", "git_commit": "abc"}
 
-    rows = summarise([rec("tune_pgd", "loss_scale=0.2", 5.0), rec("tune_pgd", "loss_scale=1", 6.0),
-                      rec("tune_pgd", "loss_scale=5", 6.0), rec("tune_fgd", "loss_scale=0.2", 7.0),
-                      rec("tune_fgd", "loss_scale=1", 4.0), rec("tune_fgd", "student", 3.0)])
+    rows = summarise([rec("tune_pgd", 0.2, 5.0), rec("tune_pgd", 1, 6.0),
+                      rec("tune_pgd", 5, 6.0), rec("tune_fgd", 0.2, 7.0),
+                      rec("tune_fgd", 1, 4.0), rec("tune_fgd", None, 3.0)])
     chosen = {r["method"]: r["loss_scale"] for r in rows if r["chosen"]}
     assert chosen == {"pgd": 1.0, "fgd": 0.2}
     gains = {(r["method"], r["loss_scale"]): r["gain_vs_student"] for r in rows}

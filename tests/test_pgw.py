@@ -10,7 +10,7 @@ from pgd.distill.pgw import (DEFAULT_RIDGE, PredictionGuidedWeighting, fit_gauss
                              gaussian_importance, inside_pairs, normalise_per_level, pgw_masks,
                              points_inside_boxes, prediction_guided_weighting, quality_scores,
                              topk_candidates)
-from pgd.distill.pgw_reference import pgw_loop_torch, pgw_loop_torch_multi, pgw_reference
+from pgw_reference import pgw_loop_torch, pgw_loop_torch_multi, pgw_reference
 
 LAYOUTS = ('point', 'atss', 'retina')
 
@@ -107,7 +107,7 @@ def test_torch_loop_reference_matches_batched(seed, prefilter, monkeypatch):
     masks as the batched PGW: bit-identical in float32 (the training dtype), to rounding in
     float64 (its Gaussian sums in a different order), and agrees with the NumPy reference.
     ``prefilter``: force the exact top-K pre-filter that normally only runs on large batches."""
-    import pgd.distill.pgw as pgw_mod
+    import pgd.distill.pgw.sparse as pgw_mod
     monkeypatch.setattr(pgw_mod, '_TOPK_PREFILTER_MIN_CELLS', 0 if prefilter else 1 << 40)
     case, k, xi, _ = make_case(seed)
     case, sizes = _pop_sizes(case)
@@ -140,7 +140,7 @@ def test_torch_loop_reference_matches_batched(seed, prefilter, monkeypatch):
 def test_segment_topk_prefilter_is_exact(seed):
     """The pre-filtered segmented top-K selects exactly what a full stable sort selects, with
     heavy ties (few distinct values, zeros, NaN, -0.0) and segments of 0 .. 2000 cells."""
-    from pgd.distill.pgw import _segment_order, _segment_topk
+    from pgd.distill.pgw.sparse import _segment_order, _segment_topk
     g = torch.Generator().manual_seed(seed)
     num_seg = 40
     counts = torch.randint(0, 2000, (num_seg, ), generator=g)

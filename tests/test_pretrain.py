@@ -58,10 +58,16 @@ def _size_of(config: Path) -> str:
 
 
 def _config_with(config: Path, checkpoint):
+    """The config with its backbone loading ``checkpoint``; ``None``: from scratch
+    (``pretrain_scale=none``, which drops the size file's placeholder init)."""
     from pgd.engine.config_utils import load_config
     _, cfg = load_config(str(config))
     if checkpoint is not None:
         cfg.model.backbone.init_cfg = dict(type='Pretrained', checkpoint=str(checkpoint))
+    else:
+        from pgd.pretrain.check import resolve_pretrained
+        cfg.pretrain_scale = 'none'
+        assert resolve_pretrained(cfg) == []
     return cfg
 
 
@@ -234,3 +240,97 @@ def test_train_stops_before_training_on_a_mismatched_checkpoint(pretrained, tiny
     assert proc.returncode == 2, proc.stdout[-3000:]
     assert 'does not fit' in proc.stdout and str(wrong) in proc.stdout
     assert not work.exists() or not any(work.rglob('*.pth'))  # no final.pth, no epoch_*.pth
+
+
+# ----------------------------------------------------------------------------- the workflow path
+
+def _default_checkpoint(config: Path):
+    from pgd.engine.config_utils import load_config
+    _, cfg = load_config(str(config))
+    return cfg.get('pretrain_scale'), (cfg.model.backbone.get('init_cfg') or {})
+
+
+@pytest.mark.parametrize('config', MINI_CONFIGS, ids=lambda p: p.stem)
+def test_every_mini_config_names_its_scale_pretraining_output(config):
+    """The size files name ``results/{scale}/pretrain/<size>/backbone.pth`` (the pretrain
+    rule's output); the default scale is none (from scratch: the workflow passes its scale),
+    and the planner's helper fills any scale in."""
+    from pgd.pretrain.check import required_checkpoints
+    size = _size_of(config)
+    scale, init = _default_checkpoint(config)
+    assert scale == 'none'
+    assert init == dict(type='Pretrained',
+                        checkpoint=f'results/{{scale}}/pretrain/{size}/backbone.pth')
+    name = f'mini/{config.stem}'
+    for s in ('mini', 'smoke', 'tuning'):
+        assert required_checkpoints(name, s) == [f'results/{s}/pretrain/{size}/backbone.pth']
+    assert required_checkpoints(name, 'none') == []
+
+
+def test_paper_configs_need_no_local_checkpoint():
+    from pgd.pretrain.check import required_checkpoints
+    for config in sorted((REPO / 'config' / 'detectors' / 'paper').glob('*.py')):
+        assert required_checkpoints(f'paper/{config.stem}', 'paper') == [], config.stem
+
+
+@pytest.mark.parametrize('config', ['atss_r18_student', 'fcos_r34_teacher', 'gfl_mbv2_student'])
+def test_placeholder_resolves_to_the_scale_and_loads(pretrained, config, tmp_path, monkeypatch):
+    """The default config, run from a directory holding ``results/<scale>/pretrain/<size>/``
+    (as the workflow runs from the repository root), loads that file bit for bit."""
+    import shutil
+
+    from mmdet.registry import MODELS
+
+    from pgd.engine.config_utils import load_config
+    from pgd.engine.registry import register_all
+    from pgd.pretrain.check import check_pretrained
+    register_all()
+    path = REPO / 'config' / 'detectors' / 'mini' / f'{config}.py'
+    size = _size_of(path)
+    target = tmp_path / 'results' / 'smoke' / 'pretrain' / size / 'backbone.pth'
+    target.parent.mkdir(parents=True)
+    shutil.copy(pretrained[size] / 'backbone.pth', target)
+    _, cfg = load_config(str(path), {'pretrain_scale': 'smoke'})
+    monkeypatch.chdir(tmp_path)
+    assert check_pretrained(cfg) == 1
+    assert cfg.model.backbone.init_cfg.checkpoint == f'results/smoke/pretrain/{size}/backbone.pth'
+    detector = MODELS.build(cfg.model)
+    detector.init_weights()
+    ckpt = _state(target)
+    loaded = detector.backbone.state_dict()
+    assert all(torch.equal(loaded[k], ckpt[k]) for k in ckpt)
+
+
+def test_missing_scale_checkpoint_is_one_line_naming_file_size_and_backbone(tmp_path,
+                                                                           monkeypatch):
+    from pgd.engine.config_utils import load_config
+    _, cfg = load_config('mini/atss_r34_teacher', {'pretrain_scale': 'nowhere'})
+    monkeypatch.chdir(tmp_path)
+    msg = _one_line_error(cfg)
+    assert 'not found: results/nowhere/pretrain/mini_r34/backbone.pth' in msg
+    assert 'ResNet(depth=34, base_channels=32) [r34-w32]' in msg
+    assert 'pretrain-backbone --size mini_r34' in msg
+
+
+def test_placeholder_without_a_scale_is_one_line():
+    from pgd.engine.config_utils import load_config
+    from mmengine.config import Config
+    _, cfg = load_config('mini/atss_r18_student')
+    plain = cfg.to_dict()
+    plain.pop('pretrain_scale')
+    msg = _one_line_error(Config(plain))
+    assert 'pretrain_scale' in msg and '{scale}' in msg
+
+
+def test_distiller_teacher_needs_no_pretrained_file():
+    """A distiller's teacher is loaded strictly from its final.pth: its backbone's Pretrained
+    init is dropped, so only the student's file is required (and checked)."""
+    from pgd.engine.config_utils import load_config
+    from pgd.pretrain.check import pretrained_inits, resolve_pretrained
+    _, student = load_config('mini/atss_r18_student', {'pretrain_scale': 'mini'})
+    _, teacher = load_config('mini/atss_r34_teacher')
+    cfg = student
+    cfg.model = dict(type='TeacherStudentDistiller', student=student.model.to_dict(),
+                     teacher=teacher.model.to_dict(), teacher_ckpt='teacher/final.pth')
+    assert resolve_pretrained(cfg) == ['results/mini/pretrain/mini_r18/backbone.pth']
+    assert [where for where, _, _ in pretrained_inits(cfg.model)] == ['model.student.backbone']

@@ -50,3 +50,12 @@ def test_config_is_named_relative_to_the_checkout(tmp_path):
     outside = tmp_path / 'my_config.py'
     outside.write_text('x = 1\n')
     assert provenance(outside)['config'] == str(outside)  # not in the checkout: kept as given
+
+
+def test_run_info_dotted_keys_become_structured_options():
+    """The workflow passes a run's options as ``options.k=9``; metrics.json stores a mapping."""
+    from pgd.engine.test import nest_dotted
+    got = nest_dotted({'run': 'distill/x/seed0', 'options.k': 9, 'options.branches': ['neck'],
+                       'seed': 0})
+    assert got == {'run': 'distill/x/seed0', 'options': {'k': 9, 'branches': ['neck']},
+                   'seed': 0}

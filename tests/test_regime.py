@@ -1,6 +1,7 @@
 """Premise gates (`pgd regime`): each can pass, fail, or be missing; computed from the files the
 workflow writes."""
 import json
+from pathlib import Path
 
 import pytest
 
@@ -39,21 +40,18 @@ def test_geometry_and_plateau_gates():
     assert regime.gate_plateau('s', [(1, 1.0)])['pass'] is None
 
 
-def _metrics(detector, setting, seed, ap):
-    return {'metrics': {'AP': ap}, 'run': {'table': 'table1', 'detector': detector,
-                                           'setting': setting, 'seed': seed}}
+def _metrics(ap):
+    return {'metrics': {'AP': ap}, 'provenance': {'git_commit': 'x',
+                                                 'dataset': {'synthetic': True}}}
 
 
 def test_cli_on_workflow_files(tmp_path, capsys):
-    files = []
-    for i, m in enumerate([_metrics('atss', 'teacher', 0, 45.5),
-                           _metrics('atss', 'student', 0, 39.6),
-                           _metrics('atss', 'student', 1, 39.8),
-                           _metrics('atss', 'pgd', 0, 42.0),
-                           dict(_metrics('atss', 'student', 0, 1.0), run={'table': 'table5'})]):
-        f = tmp_path / f'm{i}.json'
-        f.write_text(json.dumps(m))
-        files.append(str(f))
+    from manifest_rows import write_row
+    files = [str(write_row(tmp_path, table, det, setting, seed, _metrics(ap)))
+             for table, det, setting, seed, ap in [
+                 ('table1', 'atss', 'teacher', 0, 45.5), ('table1', 'atss', 'student', 0, 39.6),
+                 ('table1', 'atss', 'student', 1, 39.8), ('table1', 'atss', 'pgd', 0, 42.0),
+                 ('table5', 'atss', 'student', 0, 1.0)]]  # not Table 1: ignored
     mo = tmp_path / 'mo.json'
     mo.write_text(json.dumps({'label': 'atss_r34_teacher', 'ratios': [0, 0.01],
                               'AP': [45.5, 22.0]}))
@@ -61,7 +59,7 @@ def test_cli_on_workflow_files(tmp_path, capsys):
     geo.write_text(json.dumps({'config': 'paper/atss_r50_student', 'median': 20.0,
                                'frac_at_least_4k': 0.5}))
     out, md = tmp_path / 'regime.json', tmp_path / 'regime.md'
-    assert main(['regime', '--mask-out', str(mo), '--metrics', *files, '--geometry', str(geo),
+    assert main(['regime', '--mask-out', str(mo), '--rows', *files, '--geometry', str(geo),
                  '--out', str(out), '--md', str(md)]) == 0
     result = json.loads(out.read_text())
     verdicts = {(g['gate'], g['subject']): g['pass'] for g in result['gates']}
@@ -80,3 +78,29 @@ def test_cli_unreadable_input(tmp_path, capsys):
     assert main(['regime', '--mask-out', str(tmp_path / 'none.json'),
                  '--out', str(tmp_path / 'r.json')]) == 2
     assert 'cannot read' in capsys.readouterr().err
+
+
+def test_plateau_from_training_logs(tmp_path):
+    """``--training-log``: the val AP curve of a run's training_log.json feeds the plateau
+    gate; a run that validated once is 'missing'."""
+    def log(folder, aps):
+        path = tmp_path / folder / 'training_log.json'
+        path.parent.mkdir(parents=True)
+        path.write_text(json.dumps({'train': [], 'val': [
+            {'step': 80 * (i + 1), 'coco/bbox_mAP': ap, 'coco/bbox_mAP_50': 0.5}
+            for i, ap in enumerate(aps)]}))
+        return str(path)
+    flat = log('flat', [0.10, 0.20, 0.25, 0.29, 0.30])
+    rising = log('rising', [0.05, 0.10, 0.15, 0.20, 0.30])
+    once = log('once', [0.30])
+    doc = json.loads(Path(flat).read_text())
+    curve = regime.curve_from_training_log(doc)
+    assert [step for step, _ in curve] == [80.0, 160.0, 240.0, 320.0, 400.0]
+    assert [ap for _, ap in curve] == pytest.approx([10.0, 20.0, 25.0, 29.0, 30.0])
+    out = tmp_path / 'regime.json'
+    assert main(['regime', '--training-log', flat, rising, once, '--out', str(out)]) == 0
+    gates = {g['subject']: g for g in json.loads(out.read_text())['gates']}
+    assert gates[str(tmp_path / 'flat')]['pass'] is True
+    assert gates[str(tmp_path / 'flat')]['measured'] == pytest.approx(1 / 30, abs=1e-4)
+    assert gates[str(tmp_path / 'rising')]['pass'] is False
+    assert gates[str(tmp_path / 'once')]['pass'] is None

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pgd import workflow_plan as wp
+from pgd import workflow as wp
 from pgd.engine import training_log
 from pgd.reproduce import check, estimate, publish
 
@@ -23,14 +23,16 @@ REPO = Path(__file__).resolve().parents[1]
 SNAKEMAKE = [sys.executable, '-m', 'snakemake', '-s', str(REPO / 'Snakefile')]
 
 
-def write_row(root: Path, table, det, setting, seed, ap, commit='abc123', **metrics):
-    path = root / 'metrics' / table / det / setting / f'seed{seed}.json'
-    path.parent.mkdir(parents=True, exist_ok=True)
+def write_row(root: Path, table, det, setting, seed, ap, commit='abc123', flags=None,
+              **metrics):
+    """A run's metrics.json and the row manifest naming it (``flags``: e.g.
+    ``{'no_detections': True}``); returns the manifest."""
+    from manifest_rows import write_row as write_manifest_row
     doc = {'metrics': {'AP': ap, **metrics},
-           'provenance': {'git_commit': commit, 'versions': {'torch': '2.13.0+cpu'}},
-           'run': {'table': table, 'detector': det, 'setting': setting, 'seed': seed}}
-    path.write_text(json.dumps(doc))
-    return path
+           'provenance': {'git_commit': commit, 'versions': {'torch': '2.13.0+cpu'},
+                          'dataset': {'name': 'synthetic_shapes', 'synthetic': True}},
+           **(flags or {})}
+    return write_manifest_row(root, table, det, setting, seed, doc)
 
 
 # ----------------------------------------------------------------------------- the check
@@ -56,6 +58,28 @@ def test_criterion_uses_seed_spread_and_floor(tmp_path):
     # a wider floor makes the single-seed cell agree, the measured one still differs
     rep2 = check.compare(check.load_side(ref), check.load_side(new), sd_floor=1.1)
     assert {c['setting'] for c in rep2['differing']} == {'pgd'}
+
+
+def test_diverged_rows_compare_as_diverged_not_as_zero(tmp_path):
+    ref, new = tmp_path / 'ref', tmp_path / 'new'
+    # no detections on both sides (AP 0.0 by definition): the same outcome, agrees
+    write_row(ref, 'table1', 'atss', 'fgd', 0, 0.0, flags={'no_detections': True})
+    write_row(new, 'table1', 'atss', 'fgd', 0, 0.0, flags={'no_detections': True})
+    # a trained reference at 1.5 AP against a run that made no detections: never "0 vs 1.5
+    # agrees within the floor", it differs as diverged
+    write_row(ref, 'table1', 'atss', 'pgd', 0, 1.5)
+    write_row(new, 'table1', 'atss', 'pgd', 0, 0.0, flags={'no_detections': True})
+    rep = check.compare(check.load_side(ref), check.load_side(new))
+    cells = {c['setting']: c for c in rep['cells']}
+    assert cells['fgd']['diverged'] == 'both' and cells['fgd']['agrees'] is True
+    assert cells['fgd']['delta'] is None
+    assert cells['pgd']['diverged'] == 'reproduced' and cells['pgd']['agrees'] is False
+    assert cells['pgd']['reproduced'] == {'diverged': True, 'seeds': [0]}
+    assert rep['verdict'] == 'differs'
+    text = check.render_markdown({**rep, 'scale': 'x'}, 'x', 'ref', 'new', True)
+    assert '| table1 | atss | pgd | AP | 1.50 ± — (1) | diverged (seed 0) | — | — | **differs** |' \
+        in text
+    assert 'diverged on the reproduced side' in text
 
 
 def test_report_files_and_no_reference(tmp_path):
@@ -98,6 +122,9 @@ def test_publish_copies_small_files_only(tmp_path):
         (run / name).write_text('{}')
     (run / '20261203_101010' / 'vis_data' / 'scalars.json').write_text('{}')
     write_row(res, 'table1', 'atss', 'teacher', 0, 8.0)
+    stale = res / 'metrics' / 'table1' / 'atss' / 'teacher' / 'seed0.json'  # old tagged layout
+    stale.parent.mkdir(parents=True)
+    stale.write_text('{}')
     for rel in ('tables/table1.md', 'tables/table1.csv', 'tables/table1.tex', 'claims.md',
                 'report.md', 'figures/fig_k_sweep.png', 'analysis/mask_out/shapes/a.json',
                 'benchmarks/teacher/shapes/atss_r34_teacher/seed0.tsv', 'reproduction.md',
@@ -112,22 +139,48 @@ def test_publish_copies_small_files_only(tmp_path):
     got = {p.relative_to(ref).as_posix() for p in ref.rglob('*') if p.is_file()}
     rundir = 'runs/teacher/shapes/atss_r34_teacher/seed0'
     assert got == {f'{rundir}/metrics.json', f'{rundir}/training_log.json',
-                   'metrics/table1/atss/teacher/seed0.json', 'tables/table1.md',
+                   'manifests/table1_atss_teacher_0.json',
+                   'runs/fake/table1/atss/teacher/seed0/metrics.json', 'tables/table1.md',
                    'tables/table1.csv', 'tables/table1.tex', 'claims.md', 'report.md',
                    'figures/fig_k_sweep.png', 'analysis/mask_out/shapes/a.json',
                    'benchmarks/teacher/shapes/atss_r34_teacher/seed0.tsv', 'README.md',
                    'PUBLISHED.json'}
     assert (ref / 'README.md').read_text() == 'hand-written'
-    assert info['files'] == 11 and not Path(info['source']).is_absolute()
+    assert info['files'] == 12 and not Path(info['source']).is_absolute()
     assert not any(p.name.startswith('.smoke') for p in ref.parent.iterdir())
 
 
 def test_publish_refuses_an_unfinished_run(tmp_path):
     res = tmp_path / 'results' / 'smoke'
-    write_row(res, 'table1', 'atss', 'teacher', 0, 8.0)
+    manifest = write_row(res, 'table1', 'atss', 'teacher', 0, 8.0)
     with pytest.raises(Exception, match='report.md is missing'):
         publish.publish(res, tmp_path / 'ref')
     assert not (tmp_path / 'ref').exists()
+    # a manifest naming a metrics file that is not there
+    (res / 'report.md').write_text('x')
+    (res / 'runs' / 'fake' / 'table1' / 'atss' / 'teacher' / 'seed0' / 'metrics.json').unlink()
+    with pytest.raises(Exception, match='missing'):
+        publish.publish(res, tmp_path / 'ref')
+    assert manifest.is_file() and not (tmp_path / 'ref').exists()
+
+
+def test_tables_rebuild_from_the_committed_references(tmp_path):
+    """Each committed reference tree holds its manifests and runs' metrics: the tables rebuilt
+    from it are the committed ones (LGD's row label now comes from pgd.catalog: 'LGD')."""
+    from pgd.tables.build import build_all
+    for scale in ('mini', 'smoke', 'tuning'):
+        ref = REPO / 'results' / 'reference' / scale
+        ids = sorted(p.stem for p in (ref / 'tables').glob('*.md'))
+        out = tmp_path / scale
+        build_all(sorted((ref / 'manifests').glob('*.json')), out, ids)
+        for tid in ids:
+            for ext in ('md', 'tex', 'csv'):
+                got = (out / f'{tid}.{ext}').read_text()
+                want = (ref / 'tables' / f'{tid}.{ext}').read_text()
+                if tid == 'lgd':
+                    want = want.replace('| lgd |', '| LGD |').replace(
+                        ',lgd,', ',LGD,').replace('& lgd &', '& LGD &')
+                assert got == want, (scale, tid, ext)
 
 
 # ----------------------------------------------------------------------------- training log
@@ -172,7 +225,7 @@ def test_estimate_smoke_from_the_committed_reference_benchmarks(tmp_path):
     assert rules['train_teacher']['jobs'] == c['teacher']
     assert rules['distill']['jobs'] == c['distill']
     assert rules['evaluate']['jobs'] == c['evaluate']
-    assert rules['tag_metrics']['jobs'] == c['tag']
+    assert rules['row_manifest']['jobs'] == c['manifests']
     assert rules['reproduction']['jobs'] == 1
     # the committed smoke reference has a benchmark for every training job
     for rule in ('train_teacher', 'train_student', 'distill', 'distill_teacher_free'):

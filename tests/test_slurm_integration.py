@@ -30,7 +30,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pgd import workflow_plan as wp
+from pgd import workflow as wp
 from slurm_cluster import LocalSlurm, SlurmUnavailable, skip_reason
 
 REPO = Path(__file__).resolve().parents[1]

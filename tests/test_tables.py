@@ -1,4 +1,4 @@
-"""Table builders on synthetic metrics files written to tmp_path."""
+"""Table builders on synthetic metrics files and row manifests written to tmp_path."""
 import json
 
 import pandas as pd
@@ -14,6 +14,7 @@ from pgd.tables.build import (
     load_runs,
     write_table,
 )
+from manifest_rows import write_row
 
 COCO = ["AP", "AP50", "AP75", "APS", "APM", "APL"]
 
@@ -25,12 +26,8 @@ def _write(tmp_path, table, detector, setting, seed, metrics, synthetic=True, co
         "provenance": {"config": f"configs/{detector}_{setting}.py", "seed": seed,
                        "git_commit": commit,
                        "dataset": {"name": "synthetic-coco", "synthetic": synthetic}},
-        "run": {"table": table, "detector": detector, "setting": setting, "seed": seed,
-                "student_backbone": backbone},
     }
-    p = tmp_path / f"{table}_{detector}_{setting}_{seed}.json"
-    p.write_text(json.dumps(doc))
-    return p
+    return write_row(tmp_path, table, detector, setting, seed, doc, backbone=backbone)
 
 
 def _coco(ap):
@@ -173,26 +170,60 @@ def test_build_all(tmp_path, runs):
     assert written["table1"]["tex"].exists()
 
 
+def _metrics_of(manifest):
+    row = json.loads(manifest.read_text())["rows"][0]
+    return manifest.parent.parent / row["metrics"]
+
+
 @pytest.mark.parametrize(
     "mutate, message",
     [
-        (lambda d: d.pop("run"), "'run'"),
-        (lambda d: d["run"].pop("setting"), "run.setting"),
+        (lambda d: d.pop("metrics"), "'metrics'"),
         (lambda d: d.__setitem__("metrics", {}), "empty"),
         (lambda d: d["metrics"].__setitem__("AP", "high"), "non-numeric"),
         (lambda d: d["metrics"].__setitem__("AP", None), "undefined"),
         (lambda d: d["provenance"]["dataset"].pop("synthetic"), "synthetic"),
-        (lambda d: d["run"].__setitem__("seed", "0"), "run.seed"),
+        (lambda d: d["run"].__setitem__("run", "another/run"), "another/run"),
     ],
 )
 def test_malformed_metrics_file(tmp_path, mutate, message):
     p = _write(tmp_path, "table1", "atss", "pgd", 0, {"AP": 1.0})
-    doc = json.loads(p.read_text())
+    metrics = _metrics_of(p)
+    doc = json.loads(metrics.read_text())
     mutate(doc)
+    metrics.write_text(json.dumps(doc))
+    with pytest.raises(MetricsFileError, match=message) as exc:
+        load_runs([p])
+    # the error names the manifest, the row and the metrics file
+    assert str(p) in str(exc.value) and str(metrics) in str(exc.value)
+    assert "row 0 (table1 atss pgd seed 0)" in str(exc.value)
+
+
+@pytest.mark.parametrize(
+    "mutate, message",
+    [
+        (lambda r: r.pop("setting"), "'setting'"),
+        (lambda r: r.__setitem__("seed", "0"), "'seed'"),
+        (lambda r: r.__setitem__("options", "k=9"), "'options'"),
+        (lambda r: r.pop("metrics"), "'metrics'"),
+    ],
+)
+def test_malformed_manifest_row(tmp_path, mutate, message):
+    p = _write(tmp_path, "table1", "atss", "pgd", 0, {"AP": 1.0})
+    doc = json.loads(p.read_text())
+    mutate(doc["rows"][0])
     p.write_text(json.dumps(doc))
     with pytest.raises(MetricsFileError, match=message) as exc:
         load_runs([p])
-    assert str(p) in str(exc.value)
+    assert str(p) in str(exc.value) and "row 0" in str(exc.value)
+
+
+def test_missing_metrics_file_names_manifest_and_row(tmp_path):
+    p = _write(tmp_path, "table1", "atss", "pgd", 0, {"AP": 1.0})
+    _metrics_of(p).unlink()
+    with pytest.raises(MetricsFileError, match="cannot read metrics JSON") as exc:
+        load_runs([p])
+    assert str(p) in str(exc.value) and "table1 atss pgd seed 0" in str(exc.value)
 
 
 def test_undefined_metric_is_left_out_not_an_error(tmp_path):
@@ -208,10 +239,28 @@ def test_unreadable_and_duplicate_files(tmp_path):
     with pytest.raises(MetricsFileError, match="bad.json"):
         load_runs([bad])
     a = _write(tmp_path, "table1", "atss", "pgd", 0, {"AP": 1.0})
-    b = tmp_path / "copy.json"
+    # the same row in a second manifest (a borrowed baseline) is read once
+    b = tmp_path / "manifests" / "copy.json"
     b.write_text(a.read_text())
-    with pytest.raises(MetricsFileError, match="same run"):
+    assert len(load_runs([a, b])) == 1
+    # the same row pointing at another run is an error
+    doc = json.loads(b.read_text())
+    doc["rows"][0]["run"] = "other/run"
+    b.write_text(json.dumps(doc))
+    with pytest.raises(MetricsFileError, match="same row"):
         load_runs([a, b])
+
+
+def test_options_are_a_structured_column(tmp_path):
+    doc = {"metrics": {"AP": 3.0}, "provenance": {"git_commit": "c", "dataset": {
+        "name": "s", "synthetic": True}}}
+    p = write_row(tmp_path, "table6a", "atss", "k=9", 0, doc, options={"k": 9})
+    q = write_row(tmp_path, "table7", "atss", "cls+reg", 0, doc,
+                  options={"branches": ["cls", "reg"]})
+    df = load_runs([p, q])
+    got = {r["setting"]: r["options"] for r in df.to_dict("records")}
+    assert got == {"k=9": {"k": 9}, "cls+reg": {"branches": ["cls", "reg"]}}
+    assert set(df["run"]) == {"fake/table6a/atss/k=9/seed0", "fake/table7/atss/cls+reg/seed0"}
 
 
 def test_extra_rows_join_their_detector_block_controls_after_the_student():

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from pgd import workflow_plan as wp
+from pgd import workflow as wp
 
 REPO = Path(__file__).resolve().parents[1]
 SNAKEFILE = REPO / "Snakefile"
@@ -23,8 +23,9 @@ FIXTURE = REPO / "tests" / "fixtures" / "ablation_k45.yaml"
 SCALES = {"mini": REPO / "config" / "config.yaml", "smoke": REPO / "config" / "smoke.yaml",
           "paper": REPO / "config" / "paper.yaml"}
 ALL_RULES = {"make_data", "check_data", "train_teacher", "train_student", "distill",
-             "distill_teacher_free", "evaluate", "tag_metrics", "mask_out", "quality_maps",
-             "table", "figures", "claims", "summary", "reproduction", "all"}
+             "distill_teacher_free", "evaluate", "row_manifest", "mask_out", "quality_maps",
+             "table", "figures", "claims", "summary", "reproduction", "pretrain_backbone",
+             "geometry", "regime", "all"}
 K45_RUN = "distill/shapes/atss_r18_student/r34_teacher/pgd/k=45/seed0"
 
 
@@ -71,11 +72,31 @@ def expected_stats(plan: wp.Plan) -> Counter:
                    "check_data": len(plan.external_datasets()),
                    "train_teacher": c["teacher"], "train_student": c["student"],
                    "distill": c["distill"], "distill_teacher_free": c["teacher_free"],
-                   "evaluate": c["evaluate"], "tag_metrics": c["tag"], "table": c["tables"],
+                   "evaluate": c["evaluate"], "row_manifest": c["manifests"],
+                   "table": c["tables"],
                    "mask_out": c["mask_out"], "quality_maps": c["quality_maps"],
                    "figures": 1 if plan.figure_stems() else 0,
-                   "claims": 1, "summary": 1, "reproduction": 1, "all": 1})
+                   "claims": 1, "summary": 1, "reproduction": 1, "all": 1,
+                   "pretrain_backbone": len(pretrained_files(plan)),
+                   "geometry": len(geometry_datasets(plan)), "regime": 1})
     return +exp  # drop zero counts
+
+
+def geometry_datasets(plan: wp.Plan) -> set:
+    """Synthetic datasets of Table 1's student rows (one `pgd geometry` job each)."""
+    if "table1" not in plan.tables:
+        return set()
+    return {plan.run(r.run).dataset for r in plan.rows_of("table1") if r.setting == "student"
+            and plan.datasets[plan.run(r.run).dataset]["kind"] in ("shapes", "crowd")}
+
+
+def pretrained_files(plan: wp.Plan) -> set:
+    """The synthetic-pretrained backbones the plan's training jobs load (scales with a
+    `pretrain` block; one pretrain_backbone job each)."""
+    if not plan.config.get("pretrain"):
+        return set()
+    return {ck for kind in wp.RUN_KINDS for run in plan.runs_of(kind)
+            for ck in plan.pretrained_checkpoints(run)}
 
 
 @pytest.fixture(scope="module")
@@ -111,6 +132,24 @@ def test_dry_run_smoke_exercises_every_rule(tmp_path, plans):
     assert sum(stats.values()) < 120  # DAG stays small
 
 
+def test_training_jobs_depend_on_their_scale_pretraining(tmp_path, plans):
+    """Every mini/smoke training job loads results/<scale>/pretrain/<size>/backbone.pth (the
+    pretrain rule's output) and tells `pgd` its scale; the paper scale (ImageNet) needs none."""
+    assert pretrained_files(plans["smoke"]) == {
+        f"results/smoke/pretrain/{size}/backbone.pth"
+        for size in ("mini_r18", "mini_r34", "mini_mbv2")}
+    assert not pretrained_files(plans["paper"])
+    student = next(r for r in plans["smoke"].runs_of("distill") if r.detector == "atss")
+    assert plans["smoke"].pretrained_checkpoints(student) == [
+        "results/smoke/pretrain/mini_r18/backbone.pth"]  # the student's; the teacher: final.pth
+    res = snakemake(tmp_path, "-n", "-p", f"results/smoke/runs/{student.rel}/final.pth",
+                    "--config", "scale=smoke")
+    assert res.returncode == 0, res.stderr[-3000:]
+    text = res.stdout + res.stderr
+    assert "rule pretrain_backbone" in text
+    assert "--cfg-options pretrain_scale=smoke" in text
+
+
 def test_dry_run_paper(tmp_path, plans):
     res = snakemake(tmp_path, "-n", "-p", "--configfile", SCALES["paper"])
     assert res.returncode == 0, res.stderr[-3000:]
@@ -143,7 +182,7 @@ def test_slurm_profile_dry_run_shows_resources(tmp_path):
     local = {r.strip() for src in sources
              for line in re.findall(r"^\s*localrules: (.*)$", src.read_text(), re.M)
              for r in line.split(",")}
-    assert {"table", "figures", "claims", "tag_metrics", "summary", "check_data",
+    assert {"table", "figures", "claims", "row_manifest", "summary", "check_data",
             "tuning_summary"} <= local
     assert not {"train_teacher", "train_student", "distill", "evaluate"} & local
 
@@ -159,7 +198,8 @@ BAD_VALUES = {
                "tables.table6a.ablation.sweep.k[0]"),
     "negative alpha": (lambda c: c["tables"]["table6b"]["ablation"]["sweep"].update(
         alpha=[-0.05]), "tables.table6b.ablation.sweep.alpha[0]"),
-    "negative default alpha": (lambda c: c["method_defaults"]["pgd"].update(alpha=-1),
+    "negative default alpha": (lambda c: c.setdefault("method_defaults", {}).setdefault(
+        "pgd", {}).update(alpha=-1),
                                "method_defaults.pgd.alpha"),
     "empty seeds": (lambda c: c["tables"]["table1"].update(seeds=[]), "tables.table1.seeds"),
     "ld without gfl": (lambda c: c["tables"]["table1"]["methods"]["atss"].append("ld"),
@@ -187,20 +227,20 @@ def test_bad_config_one_line_error_naming_key(case):
 
 @pytest.mark.parametrize("case", ["unknown method", "unknown detector", "K <= 0",
                                   "negative alpha", "empty seeds"])
-def test_bad_config_rejected_by_snakemake_validate(case):
+def test_bad_config_rejected_by_snakemake_validate(case, tmp_path):
     from snakemake.utils import validate
     config = wp.load_yaml(SCALES["smoke"])
     BAD_VALUES[case][0](config)
-    with pytest.raises(Exception):
-        validate(config, str(wp.SCHEMA_PATH))
+    with pytest.raises(Exception):  # the schema with the catalog's names filled in
+        validate(config, str(wp.write_schema(tmp_path / "schema.json")))
 
 
 @pytest.mark.parametrize("scale", sorted(SCALES))
-def test_scale_configs_pass_snakemake_validate_with_defaults(scale):
+def test_scale_configs_pass_snakemake_validate_with_defaults(scale, tmp_path):
     from snakemake.utils import validate
     config = wp.load_yaml(SCALES[scale])
     config["resources"].pop("local")
-    validate(config, str(wp.SCHEMA_PATH))
+    validate(config, str(wp.write_schema(tmp_path / "schema.json")))
     assert config["resources"]["local"]["runtime"] == "1h"  # default filled in
 
 
@@ -252,13 +292,18 @@ def test_self_distillation_teacher_is_seed0_student(plans):
     assert run.teacher_config == run.config == "mini/atss_r18_student"
 
 
-def test_options_are_explicit_and_per_detector(plans):
+def test_options_are_per_detector_and_only_what_differs_from_the_method_config(plans):
+    """The defaults come from config/distill/<method>.py per detector; --loss-options carry
+    only the YAML's deliberate overrides and the row's own."""
     plan = plans["mini"]
     fcos = dict(plan.run(plan.row("table1", "fcos", "pgd", 0).run).options)
-    atss = dict(plan.run(plan.row("table1", "atss", "pgd", 0).run).options)
-    assert fcos == {"alpha": 0.04, "branches": ["cls", "reg"], "fg_strategy": "pgw", "k": 30,
-                    "loss_scale": 0.2}
-    assert atss["alpha"] == 0.08
+    assert fcos == {"loss_scale": 0.2}
+    assert plan.method_defaults("pgd", "fcos") == {**plan.config_defaults("pgd", "fcos"),
+                                                   "loss_scale": 0.2}
+    assert plan.method_defaults("pgd", "fcos")["alpha"] == 0.04
+    assert plan.method_defaults("pgd", "atss")["alpha"] == 0.08
+    assert plan.method_defaults("pgd", "atss")["k"] == 9
+    assert plan.method_defaults("pgd", "fcos")["k"] == 30
     sweep = plan.run(plan.row("table6b", "fcos", "alpha=0.005", 0).run)
     assert sweep.variant == "alpha=0.005" and dict(sweep.options)["alpha"] == 0.005
     # a sweep value equal to the detector's default is the Table 1 run, not a new one
@@ -270,22 +315,28 @@ def test_options_are_explicit_and_per_detector(plans):
     assert plan.run(plan.row("table1", "atss", "inherit", 0).run).options == ()
 
 
-def test_method_defaults_match_the_distill_method_configs(plans):
-    """The workflow passes its method_defaults explicitly; they must be the methods' own."""
-    from mmengine.config import Config
-    for method, defaults in plans["mini"].config["method_defaults"].items():
-        cfg = Config.fromfile(str(REPO / "config" / "distill" / f"{method}.py"))
-        for det in wp.DETECTORS:
-            # loss_scale is the distiller's global factor (chosen in config/tuning.yaml), not
-            # a hyper-parameter of the method's loss
-            options = {k: v for k, v in plans["mini"].method_defaults(method, det).items()
-                       if k != "loss_scale"}
-            if not options:
-                continue
-            loss = dict(cfg.distill_losses[method])
-            loss.update(cfg.detector_overrides[det].get(method, {}))
-            for key, value in options.items():
-                assert wp._same(loss[key], value), (method, det, key, loss[key], value)
+@pytest.mark.parametrize("scale", sorted(SCALES) + ["tuning"])
+def test_scale_yamls_hold_only_deliberate_overrides(scale):
+    """One home per hyper-parameter: an entry of method_defaults / detector_method_defaults
+    equal to what config/distill/<method>.py gives (for every detector it reaches) is a
+    second copy, and is refused here."""
+    path = SCALES.get(scale, REPO / "config" / f"{scale}.yaml")
+    plan = wp.load_plan(path)
+    cfg = plan.config
+    per_det = cfg.get("detector_method_defaults") or {}
+    for det, methods in per_det.items():
+        for method, opts in methods.items():
+            for key, value in opts.items():
+                default = plan.config_defaults(method, det)
+                assert key not in default or not wp.same(default[key], value), (
+                    f"{path.name}: detector_method_defaults.{det}.{method}.{key}")
+    for method, opts in (cfg.get("method_defaults") or {}).items():
+        for key, value in opts.items():
+            reached = [d for d in wp.DETECTORS
+                       if key not in ((per_det.get(d) or {}).get(method) or {})]
+            assert any(key not in plan.config_defaults(method, d)
+                       or not wp.same(plan.config_defaults(method, d)[key], value)
+                       for d in reached), f"{path.name}: method_defaults.{method}.{key}"
 
 
 def test_table_inputs_include_baseline_for_deltas(plans):
@@ -317,17 +368,7 @@ def test_changed_default_reruns_only_the_runs_it_affects():
         "distill/shapes/fcos_r18_student/r34_teacher/pgd/alpha=0.04/seed0"}
 
 
-def test_tag_metrics_and_guard_workdir(tmp_path):
-    src = tmp_path / "metrics.json"
-    src.write_text(json.dumps({"metrics": {"AP": 1.0}, "provenance": {},
-                               "run": {"table": "table1", "setting": "pgd"}}))
-    dst = tmp_path / "t" / "tag.json"
-    wp.main(["tag", str(src), str(dst), "--run", "table=table6a", "detector=atss",
-             "setting=k=30", "seed=0", "student_backbone=r18"])
-    run = json.loads(dst.read_text())["run"]
-    assert run["table"] == "table6a" and run["setting"] == "k=30" and run["seed"] == 0
-    assert run["evaluated_as"]["table"] == "table1"
-
+def test_guard_workdir(tmp_path):
     wd = tmp_path / "wd"
     assert not wp.guard_workdir(wd, "aaa")
     (wd / "epoch_1.pth").write_text("x")
@@ -378,15 +419,21 @@ def test_ablation_fixture_in_dry_run(tmp_path):
     outputs = dag_outputs(tmp_path, "--configfile", SCALES["smoke"], FIXTURE)
     assert outputs[f"results/smoke/runs/{K45_RUN}/final.pth"] == "distill"
     assert outputs[f"results/smoke/runs/{K45_RUN}/metrics.json"] == "evaluate"
-    assert outputs["results/smoke/metrics/table6a/atss/k=45/seed0.json"] == "tag_metrics"
+    assert outputs["results/smoke/manifests/table6a.json"] == "row_manifest"
     assert outputs["results/smoke/tables/table6a.md"] == "table"
+    # the table6a manifest lists the k=45 row, read from that run's metrics
+    from pgd.workflow.manifest import manifest
+    rows = manifest(wp.load_plan(SCALES["smoke"], [FIXTURE]), "table6a")["rows"]
+    k45 = [r for r in rows if r["setting"] == "k=45"]
+    assert k45 and k45[0]["run"] == K45_RUN
+    assert k45[0]["metrics"] == f"runs/{K45_RUN}/metrics.json" and k45[0]["options"] == {"k": 45}
 
 
 def test_ablation_fixture_row_appears_in_table(tmp_path):
     """Fake metrics for the rows the table6a job reads -> the k=45 row is in Table 6a."""
     from pgd.tables.build import build_all
+    from pgd.workflow.manifest import manifest, write_manifest
     plan = wp.load_plan(SCALES["smoke"], [FIXTURE])
-    paths = []
     for i, row in enumerate(plan.table_input_rows("table6a")):
         src = tmp_path / "runs" / row.run / "metrics.json"
         src.parent.mkdir(parents=True, exist_ok=True)
@@ -395,9 +442,7 @@ def test_ablation_fixture_row_appears_in_table(tmp_path):
             "metrics": {m: ap for m in ("AP", "AP50", "AP75", "APS", "APM", "APL")},
             "provenance": {"git_commit": "abc", "dataset": {"name": "s", "synthetic": True}},
             "run": {}}))
-        dst = tmp_path / "metrics" / row.tag
-        wp.tag_metrics(src, dst, row.run_info())
-        paths.append(dst)
+    paths = [write_manifest(tmp_path / "manifests" / "table6a.json", manifest(plan, "table6a"))]
     written = build_all(paths, tmp_path / "tables", table_ids=["table6a"])
     md = written["table6a"]["md"].read_text()
     k45 = [line for line in md.splitlines() if "| k=45 |" in line]
@@ -421,6 +466,6 @@ def test_ablation_reruns_only_affected_jobs(tmp_path):
     res = snakemake(tmp_path, "--touch", "--cores", "1", "--config", "scale=smoke")
     assert res.returncode == 0, res.stderr[-3000:]
     stats = dry_run(tmp_path, "--configfile", SCALES["smoke"], FIXTURE)
-    assert stats == Counter({"distill": 1, "evaluate": 1, "tag_metrics": 1, "table": 1,
+    assert stats == Counter({"distill": 1, "evaluate": 1, "row_manifest": 1, "table": 1,
                              "figures": 1, "claims": 1, "summary": 1, "reproduction": 1,
                              "all": 1})

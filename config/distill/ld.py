@@ -38,4 +38,5 @@ ld_heads = dict(
 ld_distill_terms = ('loss_ld', 'loss_ld_vlr', 'loss_kd')
 ld_head_options = ('vlr_alpha', 'vlr_topk', 'vlr_exclude_pos')
 ld_head_module = 'pgd.distill.ld_vlr_head'  # registers LDVLRHead (custom_imports)
-supported_detectors = ['gfl']
+# The detectors LD supports (GFL only: its KL needs the general distribution head) are declared
+# in pgd/catalog.py, the one home of that fact.

@@ -1,15 +1,19 @@
-"""``python -m pgd figures --metrics M.json ... [--mask-out A.json ...] --out-dir DIR``.
+"""``python -m pgd figures --rows MANIFEST.json ... [--mask-out A.json ...] --out-dir DIR``.
 
-Reads tagged metrics files (the ``run`` block names the table row, see
-``pgd.workflow_plan.tag_metrics`` and ``pgd.tables.build.load_runs``) and Fig. 3 mask-out JSONs
-(``python -m pgd mask-out``), and writes -- each as PNG and PDF, only when its data is present --
-the figures named by ``pgd.workflow_plan.FIGURES``:
+Reads the rows of per-table row manifests with the tables' loader
+(:func:`pgd.tables.loading.load_runs`) and Fig. 3 mask-out JSONs (``python -m pgd mask-out``),
+and writes -- each as PNG and PDF, only when its data is present -- the figures named by
+``pgd.workflow.FIGURES``:
 
 * ``fig_table1_gains``: Table 1 AP gain over the student, per detector and method (mean ± std
   over seeds; gains are paired by seed where the student has the same seed). The paper's gain
   (recomputed from its own student row) is a dashed tick over each bar.
 * ``fig_k_sweep``: Table 6a, AP vs K (mean line, ± std band), paper curve dashed.
 * ``fig_alpha_sweep``: Table 6b, AP vs alpha per detector (log x axis), paper curves dashed.
+
+The x value of a sweep point is the row's option (``options["k"]``, ``options["alpha"]`` of
+the manifest row; the paper's from ``paper_values.csv``'s ``options``), never parsed from the
+setting label. Labels and the order of detectors and methods come from :mod:`pgd.catalog`.
 * ``fig3_mask_out``: AP vs masked ratio per teacher (Fig. 3).
 
 The paper's curves share the axis with the measured ones when their levels are comparable;
@@ -23,23 +27,21 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import re
 from pathlib import Path
 from typing import Dict, List, Optional
 
+from pgd.catalog import detector_label, detector_names, method_names, setting_label
 from pgd.errors import UserError
-from pgd.workflow_plan import FIGURES
+from pgd.tables.paper_values import paper_sweep
+from pgd.workflow.runs import FIGURES
 
-METHOD_ORDER = ('inherit', 'defeat', 'frs', 'fgfi', 'fkd', 'fgd', 'ld', 'lgd', 'pgd')
-DETECTOR_ORDER = ('atss', 'fcos', 'gfl', 'ddod', 'autoassign')
-SWEEP_RE = re.compile(r'^\s*(?P<opt>[A-Za-z_]+)\s*=\s*(?P<val>[-+0-9.eE]+)\s*$')
-#: figure stems, in the workflow's naming (pgd.workflow_plan.FIGURES -> figure_stems()).
+#: figure stems, in the workflow's naming (pgd.workflow.FIGURES -> figure_stems()).
 STEMS = tuple(FIGURES)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument('--metrics', nargs='*', default=[],
-                   help='tagged metrics JSON files (any tables; the figures pick theirs)')
+    p.add_argument('--rows', nargs='*', default=[], metavar='MANIFEST',
+                   help='row manifests (any tables; the figures pick theirs)')
     p.add_argument('--mask-out', nargs='*', default=[],
                    help='mask-out JSON files (python -m pgd mask-out), one per teacher')
     p.add_argument('--out-dir', required=True, help='folder for <stem>.png and <stem>.pdf')
@@ -89,32 +91,15 @@ def gains(method: Dict[int, float], student: Dict[int, float]) -> List[float]:
 
 
 def sweep_points(df, table: str, detector: str, option: str, metric: str = 'AP'):
-    """[(x, mean, std, n, setting)] of the ``option=value`` rows of ``table``, sorted by x."""
+    """[(x, mean, std, n, setting)] of the rows of ``table`` whose options set ``option``
+    (x = that value), sorted by x."""
+    from pgd.tables.loading import option_sweep
     sub = df[(df['table'] == table) & (df['detector'] == detector) & (df['metric'] == metric)]
     out = []
-    for setting in dict.fromkeys(sub['setting']):
-        m = SWEEP_RE.match(str(setting))
-        if not m or m.group('opt').lower() != option:
-            continue
-        try:
-            x = float(m.group('val'))
-        except ValueError:
-            continue
-        mean, std, n = _stats(sub[sub['setting'] == setting]['value'])
-        out.append((x, mean, std, n, setting))
-    return sorted(out)
-
-
-def paper_sweep(table: str, detector: str, option: str):
-    """[(x, value)] of the paper's sweep for ``detector`` (AP), sorted by x."""
-    from pgd.tables.paper_values import load_paper_values
-    pv = load_paper_values()
-    sub = pv[(pv['table'] == table) & (pv['detector'] == detector) & (pv['metric'] == 'AP')]
-    out = []
-    for setting, value in zip(sub['setting'], sub['value']):
-        m = SWEEP_RE.match(str(setting))
-        if m and m.group('opt').lower() == option:
-            out.append((float(m.group('val')), float(value)))
+    for x, setting in option_sweep(df, table, detector, option).items():
+        values = sub[sub['setting'] == setting]['value']
+        if len(values):
+            out.append((x, *_stats(values), setting))
     return sorted(out)
 
 
@@ -169,12 +154,11 @@ def _paper_axis(ax, measured: List[float], paper: List[float], synthetic: bool, 
 
 
 def fig_table1_gains(df, out_dir: Path, synthetic: bool) -> Optional[List[Path]]:
-    from pgd.tables.build import DETECTOR_LABELS, SETTING_LABELS
     t1 = df[(df['table'] == 'table1') & (df['metric'] == 'AP')]
     if t1.empty:
         return None
-    dets = [d for d in _order(t1['detector'], DETECTOR_ORDER) if student_values(df, 'table1', d)]
-    methods = [m for m in _order(t1['setting'], METHOD_ORDER) if m not in ('teacher', 'student')]
+    dets = [d for d in _order(t1['detector'], detector_names()) if student_values(df, 'table1', d)]
+    methods = [m for m in _order(t1['setting'], method_names()) if m not in ('teacher', 'student')]
     cells = {}
     for d in dets:
         st = student_values(df, 'table1', d)
@@ -205,12 +189,12 @@ def fig_table1_gains(df, out_dir: Path, synthetic: bool) -> Optional[List[Path]]
                           linewidth=1.2)
                 drew_paper = True
         ax.bar(xs, means, width=width * 0.95, yerr=errs, capsize=3, color=cmap(j % 10),
-               label=SETTING_LABELS.get(m, m))
+               label=setting_label(m))
     if drew_paper:
         ax.plot([], [], color='black', linestyle='dashed', label='paper gain (COCO)')
     ax.axhline(0.0, color='0.3', linewidth=0.8)
     ax.set_xticks(range(len(dets)))
-    ax.set_xticklabels([DETECTOR_LABELS.get(d, d) for d in dets])
+    ax.set_xticklabels([detector_label(d) for d in dets])
     ax.set_ylabel('AP gain over the student (AP points)')
     ax.set_title(_title('Table 1: AP gain over the student (mean ± std over seeds)', synthetic),
                  fontsize=10)
@@ -223,11 +207,10 @@ def _sweep_figure(df, out_dir: Path, synthetic: bool, table: str, option: str, s
                   xlabel: str, title: str, logx: bool) -> Optional[List[Path]]:
     import numpy as np
 
-    from pgd.tables.build import DETECTOR_LABELS
     sub = df[df['table'] == table]
     if sub.empty:
         return None
-    dets = _order(sub['detector'], DETECTOR_ORDER)
+    dets = _order(sub['detector'], detector_names())
     curves = {d: sweep_points(df, table, d, option) for d in dets}
     curves = {d: c for d, c in curves.items() if c}
     if not curves:
@@ -247,18 +230,18 @@ def _sweep_figure(df, out_dir: Path, synthetic: bool, table: str, option: str, s
         ns = sorted({p[3] for p in pts})
         ntxt = f'n={ns[0]}' if len(ns) == 1 else f'n={ns[0]}-{ns[-1]}'
         ax.plot(xs, mean, marker='o', color=color,
-                label=f'{DETECTOR_LABELS.get(d, d)} (ours, {ntxt})')
+                label=f'{detector_label(d)} (ours, {ntxt})')
         if (std > 0).any():
             ax.fill_between(xs, mean - std, mean + std, color=color, alpha=0.2, linewidth=0)
         st = student_values(df, table, d)
         if st:
             ax.axhline(sum(st.values()) / len(st), color=color, linestyle=':', linewidth=1,
-                       label=f'{DETECTOR_LABELS.get(d, d)} student (ours)')
+                       label=f'{detector_label(d)} student (ours)')
         if papers.get(d) and pax is not None:
             px = [p[0] for p in papers[d]]
             py = [p[1] for p in papers[d]]
             pax.plot(px, py, linestyle='--', marker='x', color=color, alpha=0.8,
-                     label=f'{DETECTOR_LABELS.get(d, d)} (paper)')
+                     label=f'{detector_label(d)} (paper)')
     if logx:
         ax.set_xscale('log')
     ax.set_xlabel(xlabel)
@@ -337,14 +320,13 @@ def fig3_mask_out(docs: List[dict], out_dir: Path) -> Optional[List[Path]]:
 
 # ----------------------------------------------------------------------------- command
 
-def make_figures(metrics: List[str], mask_out: List[str], out_dir) -> Dict[str, List[Path]]:
+def make_figures(manifests: List[str], mask_out: List[str], out_dir) -> Dict[str, List[Path]]:
     """Write every figure whose data is present; returns ``{stem: [png, pdf]}``."""
-    from pgd.tables.build import MetricsFileError, load_runs
+    from pgd.tables.loading import MetricsFileError, describe_diverged, load_runs
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    from pgd.tables.build import describe_diverged
     try:
-        df = load_runs(metrics)  # without the rows of diverged runs
+        df = load_runs(manifests)  # without the rows of diverged runs
     except MetricsFileError as exc:
         raise UserError(str(exc)) from None
     for run in df.attrs.get('diverged', []):
@@ -374,9 +356,9 @@ def placeholder_figure(out_dir: Path, stem: str, reason: str) -> List[Path]:
 
 
 def run(args) -> int:
-    if not args.metrics and not args.mask_out:
-        raise UserError('give --metrics and/or --mask-out files')
-    written = make_figures(list(args.metrics), list(args.mask_out), args.out_dir)
+    if not args.rows and not args.mask_out:
+        raise UserError('give --rows manifests and/or --mask-out files')
+    written = make_figures(list(args.rows), list(args.mask_out), args.out_dir)
     for stem in STEMS:
         if stem in written:
             print(f'[pgd figures] {stem}: written', flush=True)

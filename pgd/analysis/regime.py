@@ -14,8 +14,11 @@ from files the workflow already produces, and says pass or fail against a stated
   the median GT must cover at least :data:`GEOMETRY_MIN_MEDIAN` locations (2K for K = 30) and
   at least :data:`GEOMETRY_MIN_FRAC_4K` of the GTs 4K or more, else PGW's top-K is "every
   location inside the box".
-* ``student_plateau`` (:func:`gate_plateau`, per learning curve): the last 20 % of a schedule
-  adds less than :data:`PLATEAU_MAX_LATE_GAIN` of the final AP.
+* ``student_plateau`` (:func:`gate_plateau`, per learning curve, from a run's
+  ``training_log.json`` given with ``--training-log``): the last 20 % of a schedule adds less
+  than :data:`PLATEAU_MAX_LATE_GAIN` of the final AP. The curve is the run's val AP at every
+  validation, so the schedule must validate at least twice (the mini student schedule
+  validates every ``val_interval`` epochs with a point at 80 % of the schedule).
 
 A gate whose input is missing is reported as such and does not pass. The JSON written by
 ``--out`` is ``{"gates": [{"gate", "subject", "measured", "threshold", "pass"}, ...],
@@ -28,7 +31,7 @@ import json
 import statistics
 from collections import defaultdict
 from pathlib import Path
-from typing import Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 #: Fig. 3 premise: relative AP drop when the top-1 % predictions are masked.
 FIG3_MIN_DROP = 0.40
@@ -99,31 +102,54 @@ def gate_plateau(subject: str, curve: Sequence[Tuple[float, float]]) -> dict:
     return _gate('student_plateau', subject, late, threshold, late < PLATEAU_MAX_LATE_GAIN)
 
 
-def table1_baselines(metrics: Iterable[dict]) -> Dict[str, Tuple[Optional[float], List[float]]]:
-    """detector -> (teacher AP, student APs over seeds) from tagged Table 1 metrics files."""
+def table1_baselines(manifests: Sequence[str]) -> Dict[str, Tuple[Optional[float], List[float]]]:
+    """detector -> (teacher AP, student APs over seeds) of the Table 1 rows of the given row
+    manifests (read by the tables' loader; a diverged run has no AP and is left out)."""
+    from pgd.tables.loading import load_runs
     teacher: Dict[str, float] = {}
     students: Dict[str, List[float]] = defaultdict(list)
-    for m in metrics:
-        run = m.get('run', {})
-        if run.get('table') != 'table1':
+    if not manifests:
+        return {}
+    df = load_runs(manifests)
+    if df.empty:
+        return {}
+    sub = df[(df['table'] == 'table1') & (df['metric'] == 'AP')]
+    for r in sub.itertuples():
+        if r.value is None or r.value != r.value:  # undefined / NaN
             continue
-        ap = (m.get('metrics') or {}).get('AP')
-        if ap is None:
-            continue
-        if run.get('setting') == 'teacher':
-            teacher[run['detector']] = ap
-        elif run.get('setting') == 'student':
-            students[run['detector']].append(ap)
+        if r.setting == 'teacher':
+            teacher[r.detector] = float(r.value)
+        elif r.setting == 'student':
+            students[r.detector].append(float(r.value))
     return {d: (teacher.get(d), students.get(d, [])) for d in sorted(set(teacher) | set(students))}
 
 
-def compute(mask_outs: Dict[str, dict], metrics: Iterable[dict],
-            geometries: Dict[str, dict]) -> dict:
+#: The val metric of a ``training_log.json`` entry that is the COCO AP (a 0-1 fraction).
+VAL_AP_KEYS = ('coco/bbox_mAP', 'bbox_mAP')
+
+
+def curve_from_training_log(doc: dict) -> List[Tuple[float, Optional[float]]]:
+    """``(step, AP in points)`` for every validation of a ``pgd training-log`` document."""
+    curve = []
+    for entry in doc.get('val') or []:
+        key = next((k for k in VAL_AP_KEYS if k in entry), None)
+        if key is not None and entry.get('step') is not None:
+            ap = entry[key]
+            curve.append((float(entry['step']), None if ap is None else 100.0 * float(ap)))
+    return curve
+
+
+def compute(mask_outs: Dict[str, dict],
+            baselines: Dict[str, Tuple[Optional[float], List[float]]],
+            geometries: Dict[str, dict],
+            curves: Optional[Dict[str, Sequence[Tuple[float, float]]]] = None) -> dict:
     gates = [gate_fig3(label, m) for label, m in sorted(mask_outs.items())]
-    for det, (t_ap, s_aps) in table1_baselines(metrics).items():
+    for det, (t_ap, s_aps) in baselines.items():
         gates += gate_student_teacher(det, t_ap, s_aps)
     for subject, summary in sorted(geometries.items()):
         gates += gate_geometry(subject, summary)
+    for subject, curve in sorted((curves or {}).items()):
+        gates.append(gate_plateau(subject, curve))
     return {'gates': gates, 'all_pass': bool(gates) and all(g['pass'] for g in gates)}
 
 
@@ -144,9 +170,13 @@ def to_markdown(result: dict) -> str:
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument('--mask-out', nargs='*', default=[], help='pgd mask-out JSON files')
-    p.add_argument('--metrics', nargs='*', default=[],
-                   help='tagged metrics JSON files (the Table 1 teacher/student rows are used)')
+    p.add_argument('--rows', nargs='*', default=[],
+                   help='row manifests (results/<scale>/manifests/<table>.json); the Table 1 '
+                        'teacher and student rows are used')
     p.add_argument('--geometry', nargs='*', default=[], help='pgd geometry --json files')
+    p.add_argument('--training-log', nargs='*', default=[],
+                   help='training_log.json files of student runs (student_plateau gate; the '
+                        "subject is the file's folder, as given)")
     p.add_argument('--out', required=True, help='regime.json')
     p.add_argument('--md', default=None, help='also write the gates as a markdown section')
 
@@ -166,7 +196,9 @@ def run(args) -> int:
     from pgd.io import atomic_write_json, atomic_write_text
     mask_outs = {d.get('label', stem): d for stem, d in _load(args.mask_out)}
     geometries = {d.get('config', stem): d for stem, d in _load(args.geometry)}
-    result = compute(mask_outs, [d for _, d in _load(args.metrics)], geometries)
+    curves = {str(Path(path).parent): curve_from_training_log(doc)
+              for path, (_, doc) in zip(args.training_log, _load(args.training_log))}
+    result = compute(mask_outs, table1_baselines(args.rows), geometries, curves)
     atomic_write_json(args.out, result)
     md = to_markdown(result)
     if args.md:

@@ -67,6 +67,12 @@ def _strip_prefix_hook(prefix_to_drop: str):
     return hook
 
 
+def _weighted(value, weight: float):
+    if isinstance(value, (list, tuple)):
+        return type(value)(v * weight for v in value)
+    return value * weight
+
+
 @MODELS.register_module()
 class TeacherStudentDistiller(StudentWrapperDetector):
     """Distil a frozen dense-detector teacher into a student of the same head family.
@@ -78,17 +84,19 @@ class TeacherStudentDistiller(StudentWrapperDetector):
         distill_losses: dict name -> loss config; each loss is built with
             ``student_channels``/``teacher_channels`` (FPN widths) filled in if it accepts them,
             and is called as ``loss(batch: DistillBatch)`` returning a dict of named terms.
+            ``loss_weight`` (MMDetection's convention) weights a loss: a loss whose
+            ``__init__`` takes ``loss_weight`` applies it itself; for any other loss the
+            distiller multiplies its ``loss*`` terms by it (default 1). ``pgd distill``'s
+            ``loss_scale`` is folded into these weights when the config is composed
+            (:func:`pgd.engine.distill_common.scale_loss_weights`).
         init_student_from_teacher: copy neck/head parameters from the teacher where names and
             shapes match (the official PGD code and FGD do this).
-        loss_scale: one global factor on every distillation loss term (the method's published
-            relative weights unchanged); the mini scale tunes it per method on held-out
-            training images (``pgd distill --loss-scale``).
         data_preprocessor: defaults to the student's.
     """
 
     def __init__(self, student: dict, teacher: dict, teacher_ckpt: Optional[str] = None,
                  distill_losses: Optional[Dict[str, dict]] = None,
-                 init_student_from_teacher: bool = True, loss_scale: float = 1.0,
+                 init_student_from_teacher: bool = True,
                  data_preprocessor: Optional[dict] = None, init_cfg=None, train_cfg=None,
                  test_cfg=None):
         student = copy.deepcopy(student)
@@ -99,7 +107,6 @@ class TeacherStudentDistiller(StudentWrapperDetector):
         self.teacher = MODELS.build(teacher)
         self.teacher_ckpt = teacher_ckpt
         self.init_student_from_teacher = init_student_from_teacher
-        self.loss_scale = float(loss_scale)
         for p in self.teacher.parameters():
             p.requires_grad_(False)
         self.teacher.eval()
@@ -114,12 +121,16 @@ class TeacherStudentDistiller(StudentWrapperDetector):
         self._t_capture = _TowerCapture(t_head)
         s_ch, t_ch = self.student.neck.out_channels, self.teacher.neck.out_channels
         self.distill_losses = nn.ModuleDict()
+        #: loss name -> weight the distiller applies (losses without their own loss_weight)
+        self.outer_loss_weights: Dict[str, float] = {}
         for name, cfg in (distill_losses or {}).items():
             cfg = dict(cfg)
             params = inspect.signature(MODELS.get(cfg['type']).__init__).parameters
             if 'student_channels' in params:  # methods with adaptation layers need widths
                 cfg.setdefault('student_channels', s_ch)
                 cfg.setdefault('teacher_channels', t_ch)
+            if 'loss_weight' not in params:
+                self.outer_loss_weights[name] = float(cfg.pop('loss_weight', 1.0))
             self.distill_losses[name] = MODELS.build(cfg)
 
     # ------------------------------------------------------------------ weights
@@ -182,8 +193,9 @@ class TeacherStudentDistiller(StudentWrapperDetector):
                 overlap = set(terms) & set(losses)
                 if overlap:
                     raise KeyError(f'distillation loss {name} returned duplicate keys {overlap}')
-                if self.loss_scale != 1.0:
-                    terms = {k: v * self.loss_scale if 'loss' in k else v
+                weight = self.outer_loss_weights.get(name, 1.0)
+                if weight != 1.0:
+                    terms = {k: _weighted(v, weight) if 'loss' in k else v
                              for k, v in terms.items()}
                 losses.update(terms)
         return losses

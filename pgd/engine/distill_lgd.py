@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import copy
 
+from pgd.engine.distill_common import (add_custom_import, detector_name, finish_config,
+                                       scale_loss_weights)
+
 LGD_MODULE = 'pgd.distill.lgd.detector'
 
 
@@ -38,27 +41,19 @@ def compose_lgd(cfg, method_cfg, args):
 
     from mmengine.logging import print_log
 
-    from pgd.engine.distill import detector_name
     importlib.import_module(LGD_MODULE)  # registers LabelGuidedSelfDistiller
     detector = detector_name(cfg.model)
     if getattr(args, 'teacher', None) or getattr(args, 'teacher_ckpt', None):
         print_log('LGD is teacher-free: --teacher/--teacher-ckpt are ignored', 'current')
     params = lgd_params(method_cfg, detector, getattr(args, 'loss_options', None))
-    # the global scale acts on the distillation term (Eq. 7), not on the instructive
-    # features' own detection loss
-    params['loss_weight'] *= getattr(args, 'loss_scale', 1.0)
+    # the global scale acts on the distillation term (Eq. 7: loss_weight = lambda), not on
+    # the instructive features' own detection loss (inst_loss_weight)
+    scale_loss_weights({'lgd': params}, getattr(args, 'loss_scale', 1.0))
     cfg.model = dict(type='LabelGuidedSelfDistiller', student=cfg.model, **params)
     # The frozen backbone (early iterations) gets no gradient; DDP must tolerate that.
     cfg.model_wrapper_cfg = dict(type='MMDistributedDataParallel',
                                  find_unused_parameters=True)
     # So that the saved distill_config.py also registers the model when re-loaded.
-    imports = list((cfg.get('custom_imports') or {}).get('imports', []))
-    if LGD_MODULE not in imports:
-        imports.append(LGD_MODULE)
-    cfg.custom_imports = dict(imports=imports, allow_failed_imports=False)
-    cfg.distill = dict(method='lgd', detector=detector, teacher=None,
-                       loss_options=dict(getattr(args, 'loss_options', None) or {}),
-                       loss_scale=getattr(args, 'loss_scale', 1.0))
-    if getattr(args, 'cfg_options', None):
-        cfg.merge_from_dict(args.cfg_options)
+    add_custom_import(cfg, LGD_MODULE)
+    finish_config(cfg, args, 'lgd', detector, None)
     return cfg

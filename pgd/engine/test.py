@@ -35,8 +35,23 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help='seed of the run (recorded; read from the checkpoint when omitted)')
     p.add_argument('--crowd', action='store_true', help='also compute MR^-2, AP@0.5 and JI')
     p.add_argument('--run-info', nargs='+', action=DictAction, default=None,
-                   help='identifies the table row, e.g. table=table1 detector=atss setting=pgd')
+                   help='identifies the run, e.g. run=... detector=atss setting=pgd; dotted keys '
+                   'nest (options.k=9 -> {"options": {"k": 9}})')
     p.add_argument('--cfg-options', nargs='+', action=DictAction, default=None)
+
+
+def nest_dotted(items: dict) -> dict:
+    """``{'options.k': 9, 'seed': 0}`` -> ``{'options': {'k': 9}, 'seed': 0}``: the run's options
+    reach the command line as dotted keys (mmengine's DictAction takes lists but no mappings)
+    and are stored as the structured mapping they came from."""
+    out: dict = {}
+    for key, value in items.items():
+        *parents, leaf = str(key).split('.')
+        node = out
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = value
+    return out
 
 
 def coco_metrics(raw: dict) -> dict:
@@ -161,7 +176,7 @@ def run(args) -> int:
             dataset=dataset_info(cfg), device=device,
             checkpoint=portable_path(ckpt, Path(args.out).resolve().parent),
             checkpoint_sha256=sha, **({'training': history} if history else {})),
-        'run': dict(args.run_info or {}),
+        'run': nest_dotted(args.run_info or {}),
         'no_detections': no_detections,
         'diverged': bool(diverged),
     }

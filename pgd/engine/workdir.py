@@ -6,12 +6,12 @@
 * The resume note (:data:`RESUME_NOTE`): every start of ``pgd train``/``pgd distill`` records
   whether it resumed and from which epoch; ``pgd test`` copies it into the metrics provenance
   when it belongs to the evaluated ``final.pth`` (same sha256).
-* Superseded runs: ``guard-workdir`` (pgd.workflow_plan) moves the files of a run with other
+* Superseded runs: ``guard-workdir`` (pgd.workflow.rules) moves the files of a run with other
   parameters into ``superseded-<fingerprint>/`` instead of deleting them; the training command
   deletes those folders once the new run has written a checkpoint (or finished), so a new run
   that crashes at once leaves the old model recoverable.
 
-No torch import at module level: ``pgd.workflow_plan`` (the Snakemake helper) imports this.
+No torch import at module level: ``pgd.workflow.rules`` (the Snakemake helper) imports this.
 """
 from __future__ import annotations
 

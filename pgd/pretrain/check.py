@@ -8,6 +8,21 @@ pretrained; a missing file fails only after the Runner is built, with a tracebac
 config and raises a one-line :class:`~pgd.errors.UserError` naming the file and the expected
 backbone. Remote checkpoints (``torchvision://``, ``mmcls://``, ``https://`` ...: the paper
 scale's ImageNet weights) are left to MMEngine, which downloads and loads them.
+
+**Which scale's checkpoint.** The mini detector configs serve several workflow scales (mini,
+smoke, tuning: ``config_dir: mini``), each with its own pretraining output
+``results/<scale>/pretrain/<size>/backbone.pth`` (workflow/rules/pretrain.smk). The size base
+files (``config/detectors/_base_/sizes/mini_*.py``) therefore name the checkpoint with a
+``{scale}`` placeholder, ``results/{scale}/pretrain/mini_r18/backbone.pth``, and set the
+top-level key ``pretrain_scale = 'none'`` (from scratch, so a hand-run or a unit test needs no
+file). :func:`resolve_pretrained` (called first by
+:func:`check_pretrained`, i.e. by ``pgd train`` and ``pgd distill`` before the Runner is built)
+fills the placeholder from ``cfg.pretrain_scale``; the workflow passes
+``--cfg-options pretrain_scale=<scale>`` (one option for every size) at every scale whose
+config has a ``pretrain`` block, and makes the job depend on the pretrain rule's output. ``pretrain_scale=none``
+drops the placeholder inits: the backbone trains from scratch (the pre-pretraining behaviour,
+for unit tests and controls). :func:`required_checkpoints` tells the workflow planner which
+files a config needs, so the train/distill rules can depend on the pretrain rule.
 """
 from __future__ import annotations
 
@@ -94,11 +109,94 @@ def mismatch(expected: dict, found: dict) -> str | None:
     return '; '.join(parts) or None
 
 
+SCALE_PLACEHOLDER = '{scale}'
+#: ``pretrain_scale`` values that mean "no pretrained weights: train the backbone from scratch".
+NO_PRETRAIN = (None, '', 'none', 'None', 'scratch')
+
+
+def _is_placeholder_init(init: dict) -> bool:
+    return SCALE_PLACEHOLDER in str(init.get('checkpoint') or '')
+
+
+def _drop_init(module_cfg: dict, init: dict) -> None:
+    inits = module_cfg.get('init_cfg')
+    if isinstance(inits, (list, tuple)):
+        kept = [i for i in inits if i is not init]
+        module_cfg['init_cfg'] = kept or None
+    else:
+        module_cfg['init_cfg'] = None
+
+
+def _drop_teacher_inits(model_cfg) -> None:
+    """A distiller's teacher (``model.teacher`` with ``model.teacher_ckpt``) is loaded strictly
+    from its trained checkpoint after ``init_weights``: its backbone's Pretrained init would
+    only be overwritten, so it is dropped and its file is not required."""
+    if not (isinstance(model_cfg, dict) and model_cfg.get('teacher_ckpt')
+            and isinstance(model_cfg.get('teacher'), dict)):
+        return
+    for _, module_cfg, init in list(pretrained_inits(model_cfg['teacher'])):
+        _drop_init(module_cfg, init)
+
+
+def resolve_pretrained(cfg) -> list:
+    """Fill the ``{scale}`` placeholder of every Pretrained init in ``cfg.model`` from
+    ``cfg.pretrain_scale`` (in place); with ``pretrain_scale`` none/scratch, drop those inits
+    (from scratch). Returns the resolved checkpoint paths. A placeholder with no
+    ``pretrain_scale`` in the config is a one-line UserError."""
+    scale = cfg.get('pretrain_scale') if hasattr(cfg, 'get') else None
+    has_key = hasattr(cfg, 'get') and 'pretrain_scale' in cfg
+    _drop_teacher_inits(cfg.get('model', {}))
+    resolved = []
+    for where, module_cfg, init in list(pretrained_inits(cfg.get('model', {}))):
+        if not _is_placeholder_init(init):
+            continue
+        if scale in NO_PRETRAIN:
+            if not has_key:
+                raise UserError(f'{where}: pretrained checkpoint {init["checkpoint"]} names a '
+                                f'{SCALE_PLACEHOLDER} but the config sets no pretrain_scale '
+                                f'(e.g. --cfg-options pretrain_scale=mini)')
+            _drop_init(module_cfg, init)
+            continue
+        init['checkpoint'] = str(init['checkpoint']).replace(SCALE_PLACEHOLDER, str(scale))
+        resolved.append(init['checkpoint'])
+    return resolved
+
+
+def required_checkpoints(config: str, scale: str, cfg_options: dict | None = None) -> list:
+    """Repo-relative pretrained checkpoints a detector config needs at workflow ``scale``, e.g.
+    ``required_checkpoints('mini/atss_r18_student', 'smoke')`` ->
+    ``['results/smoke/pretrain/mini_r18/backbone.pth']``; ``[]`` for configs that train from
+    scratch or load remote (ImageNet) weights. For the workflow planner: a train or distill job
+    of ``config`` must depend on these files (the ``pretrain_backbone`` rule's output), and must
+    pass ``--cfg-options pretrain_scale=<scale>`` (the configs default to ``none``, from
+    scratch). A distillation needs its student's list (its teacher's weights come from the
+    teacher's final.pth)."""
+    from pgd.engine.config_utils import load_config
+    _, cfg = load_config(config, cfg_options)
+    cfg.pretrain_scale = scale
+    out = []
+    for path in resolve_pretrained(cfg):
+        if '://' not in path and path not in out:
+            out.append(path)
+    return out
+
+
+def pretrain_size(checkpoint: str) -> str | None:
+    """The backbone size of a workflow pretraining output path
+    (``results/<scale>/pretrain/<size>/backbone.pth`` -> ``<size>``), else None."""
+    parts = Path(checkpoint).parts
+    if len(parts) >= 3 and parts[-1] == 'backbone.pth' and parts[-3] == 'pretrain':
+        return parts[-2]
+    return None
+
+
 def check_pretrained(cfg) -> int:
     """Raise a one-line UserError when a local pretrained checkpoint named in ``cfg.model`` is
     missing, unreadable or does not fit its module; returns how many checkpoints were checked.
     Call it on the final config, before ``Runner.from_cfg`` (nothing is trained or written
-    when it fails)."""
+    when it fails). It first resolves the ``{scale}`` placeholder (:func:`resolve_pretrained`),
+    in place, so the Runner loads the resolved file."""
+    resolve_pretrained(cfg)
     size_name = cfg.get('size_name') if hasattr(cfg, 'get') else None
     checked = 0
     for where, module_cfg, init in pretrained_inits(cfg.get('model', {})):
@@ -106,7 +204,8 @@ def check_pretrained(cfg) -> int:
         if '://' in ckpt:
             continue  # remote (ImageNet) weights: MMEngine downloads and loads them
         expected = f'{where} = {describe(module_cfg, size_name)}'
-        make = 'make it with `python -m pgd pretrain-backbone --size <size>`'
+        size = pretrain_size(ckpt) or '<size>'
+        make = f'make it with `python -m pgd pretrain-backbone --size {size}`'
         path = Path(ckpt)
         if not ckpt or not path.is_file():
             raise UserError(f'pretrained checkpoint not found: {ckpt or "(empty path)"} '

@@ -1,10 +1,13 @@
 """``python -m pgd check-reproduction``: does a run reproduce the committed reference?
 
-Both sides are read from their *tagged* metrics files (``<root>/metrics/<table>/<detector>/
-<setting>/seed<S>.json``, one per table row and seed, written by the DAG's ``tag_metrics``):
-the unrounded numbers behind every table cell. A **cell** is (table, detector, setting,
-metric), e.g. (table1, atss, pgd, AP); its value on each side is the mean over that side's
-seeds, with the sample standard deviation ``s`` and the number of seeds ``n``.
+Both sides are read from their row manifests (``<root>/manifests/<table>.json`` and the
+``runs/<run>/metrics.json`` they name) with the tables' own loader
+(:func:`pgd.tables.loading.load_runs`): the unrounded numbers behind every table cell. A
+**cell** is (table, detector, setting, metric), e.g. (table1, atss, pgd, AP); its value on each
+side is the mean over that side's seeds, with the sample standard deviation ``s`` and the
+number of seeds ``n``. A table row with a diverged run (non-finite weights, no detections) has
+no numbers: its cells are *diverged* on that side, never 0 AP. Both sides diverged agrees (the
+same outcome); one side diverged differs.
 
 Criterion (seed noise), for every cell both sides have::
 
@@ -30,7 +33,6 @@ in common with the run. Git commits and package versions of both sides come from
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import statistics
 from collections import defaultdict
@@ -54,34 +56,38 @@ def _num(x) -> bool:
 def load_side(root) -> dict:
     """Cells and provenance of one side: ``root`` is ``results/<scale>`` or a reference tree.
 
-    Returns ``{"cells": {CellKey: [values]}, "commits": [...], "versions": {pkg: [...]},
-    "files": n}``; an absent ``root/metrics`` gives zero files.
+    Returns ``{"cells": {CellKey: [values]}, "diverged": {CellKey: [seeds]}, "commits": [...],
+    "versions": {pkg: [...]}, "files": n}`` (``files``: distinct metrics files read); an
+    absent ``root/manifests`` gives zero files.
     """
+    from pgd.tables.loading import load_runs
     root = Path(root)
+    mdir = root / 'manifests'
+    manifests = sorted(mdir.glob('*.json')) if mdir.is_dir() else []
+    df = load_runs(manifests)
     cells: Dict[CellKey, List[float]] = defaultdict(list)
-    commits, versions, n_files = set(), defaultdict(set), 0
-    mdir = root / 'metrics'
-    for path in sorted(mdir.rglob('*.json')) if mdir.is_dir() else []:
-        try:
-            doc = json.loads(path.read_text(encoding='utf-8'))
-        except (OSError, ValueError):
-            continue
-        run = doc.get('run') or {}
-        if not isinstance(doc.get('metrics'), dict) or not {'table', 'detector', 'setting'} <= set(run):
-            continue
-        n_files += 1
-        for metric, value in doc['metrics'].items():
-            if _num(value):
-                cells[(str(run['table']), str(run['detector']), str(run['setting']),
-                       str(metric))].append(float(value))
-        prov = doc.get('provenance') or {}
-        if prov.get('git_commit'):
-            commits.add(str(prov['git_commit']))
-        for pkg, ver in (prov.get('versions') or {}).items():
+    for rec in df.to_dict('records'):
+        cells[(str(rec['table']), str(rec['detector']), str(rec['setting']),
+               str(rec['metric']))].append(float(rec['value']))
+    diverged: Dict[CellKey, set] = defaultdict(set)
+    commits = set(str(c) for c in df['git_commit'] if c) if not df.empty else set()
+    paths = set(df['path']) if not df.empty else set()
+    for r in df.attrs.get('diverged', []):
+        for metric in r['metrics']:
+            diverged[(str(r['table']), str(r['detector']), str(r['setting']),
+                      str(metric))].add(int(r['seed']))
+        paths.add(r['path'])
+        if r.get('git_commit'):
+            commits.add(str(r['git_commit']))
+    versions = defaultdict(set)
+    for path in paths:
+        for pkg, ver in (df.attrs.get('versions', {}).get(path) or {}).items():
             if ver is not None:
                 versions[pkg].add(str(ver))
-    return {'cells': dict(cells), 'commits': sorted(commits),
-            'versions': {k: sorted(v) for k, v in sorted(versions.items())}, 'files': n_files}
+    return {'cells': dict(cells), 'diverged': {k: sorted(v) for k, v in diverged.items()},
+            'commits': sorted(commits),
+            'versions': {k: sorted(v) for k, v in sorted(versions.items())},
+            'files': len(paths)}
 
 
 def _stats(values: List[float]) -> Tuple[float, Optional[float], int]:
@@ -100,22 +106,38 @@ def pooled_sd(cells: Dict[CellKey, List[float]], metric: str = 'AP') -> Optional
         'max': max(sds)}
 
 
+def _side(side: dict, key: CellKey) -> dict:
+    """One side of a cell with a diverged row: its diverged seeds, or its numbers."""
+    if key in side.get('diverged', {}):
+        return {'diverged': True, 'seeds': side['diverged'][key]}
+    mean, sd, n = _stats(side['cells'][key])
+    return {'mean': mean, 'std': sd, 'n': n}
+
+
 def compare(ref: dict, new: dict, sd_floor: float = SD_FLOOR, k_sigma: float = K_SIGMA) -> dict:
     """Compare two sides (from :func:`load_side`); returns the report dict (see module doc)."""
-    shared = sorted(set(ref['cells']) & set(new['cells']))
+    ref_div, new_div = ref.get('diverged', {}), new.get('diverged', {})
+    ref_keys, new_keys = set(ref['cells']) | set(ref_div), set(new['cells']) | set(new_div)
     rows = []
-    for key in shared:
+    for key in sorted(ref_keys & new_keys):
+        row = {'table': key[0], 'detector': key[1], 'setting': key[2], 'metric': key[3]}
+        if key in ref_div or key in new_div:
+            both = key in ref_div and key in new_div
+            rows.append({**row, 'reference': _side(ref, key), 'reproduced': _side(new, key),
+                         'delta': None, 'threshold': None, 'agrees': both,
+                         'diverged': 'both' if both else
+                         ('reference' if key in ref_div else 'reproduced')})
+            continue
         rm, rs, rn = _stats(ref['cells'][key])
         nm, ns, nn = _stats(new['cells'][key])
         s_ref = rs if rs is not None else sd_floor
         s_new = ns if ns is not None else sd_floor
         threshold = k_sigma * math.sqrt(s_ref ** 2 + s_new ** 2)
         delta = nm - rm
-        rows.append({'table': key[0], 'detector': key[1], 'setting': key[2], 'metric': key[3],
-                     'reference': {'mean': rm, 'std': rs, 'n': rn},
+        rows.append({**row, 'reference': {'mean': rm, 'std': rs, 'n': rn},
                      'reproduced': {'mean': nm, 'std': ns, 'n': nn},
                      'delta': delta, 'threshold': threshold,
-                     'agrees': abs(delta) <= threshold + 1e-9})
+                     'agrees': abs(delta) <= threshold + 1e-9, 'diverged': None})
     if not ref['files']:
         verdict = 'no reference'
     elif not rows:
@@ -130,8 +152,8 @@ def compare(ref: dict, new: dict, sd_floor: float = SD_FLOOR, k_sigma: float = K
                       'reference_seed_spread': pooled_sd(ref['cells'])},
         'cells': rows,
         'differing': [r for r in rows if not r['agrees']],
-        'only_in_reference': len(set(ref['cells']) - set(new['cells'])),
-        'only_in_reproduction': len(set(new['cells']) - set(ref['cells'])),
+        'only_in_reference': len(ref_keys - new_keys),
+        'only_in_reproduction': len(new_keys - ref_keys),
         'provenance': {side: {'metrics_files': d['files'], 'git_commits': d['commits'],
                               'versions': d['versions']}
                        for side, d in (('reference', ref), ('reproduced', new))},
@@ -141,6 +163,9 @@ def compare(ref: dict, new: dict, sd_floor: float = SD_FLOOR, k_sigma: float = K
 # ----------------------------------------------------------------------------- rendering
 
 def _fmt(stat: dict) -> str:
+    if stat.get('diverged'):
+        seeds = stat['seeds']
+        return f"diverged (seed{'s' if len(seeds) > 1 else ''} {','.join(map(str, seeds))})"
     sd = '—' if stat['std'] is None else f"{stat['std']:.2f}"
     return f"{stat['mean']:.2f} ± {sd} ({stat['n']})"
 
@@ -160,8 +185,8 @@ def render_markdown(report: dict, scale: str, reference_label: str, results_labe
     lines += [f'Reference: `{reference_label}/` (committed; `python -m pgd publish-reference`). '
               f'Reproduced: `{results_label}/` (this run).', '']
     if v == 'no reference':
-        lines += [f'**No reference for scale `{scale}`**: `{reference_label}/` has no metrics '
-                  f'files, so there is nothing to compare with. Publish this run as the '
+        lines += [f'**No reference for scale `{scale}`**: `{reference_label}/` has no row '
+                  f'manifests, so there is nothing to compare with. Publish this run as the '
                   f'reference with `python -m pgd publish-reference --scale {scale}`.', '']
         return '\n'.join(lines)
     cells = report['cells']
@@ -183,8 +208,10 @@ def render_markdown(report: dict, scale: str, reference_label: str, results_labe
               f"side with a single seed has no measured spread and uses s = "
               f"{crit['sd_floor']:g} point (so two single-seed cells agree within "
               f"{crit['k_sigma'] * math.sqrt(2) * crit['sd_floor']:.1f}). {spread_txt} "
-              'Cells are mean ± std (n seeds) of the tagged metrics behind each table cell, '
-              'unrounded.', '']
+              'Cells are mean ± std (n seeds) of the metrics behind each table cell (the rows of '
+              'the row manifests), unrounded; a row with a diverged run (no detections, '
+              'non-finite weights) is *diverged*, not 0: both sides diverged agrees, one side '
+              'differs.', '']
     if report['only_in_reference'] or report['only_in_reproduction']:
         lines += [f"Not compared: {report['only_in_reference']} cells only in the reference, "
                   f"{report['only_in_reproduction']} only in this run.", '']
@@ -205,8 +232,11 @@ def render_markdown(report: dict, scale: str, reference_label: str, results_labe
     if report['differing']:
         lines += ['## Differing cells', '']
         lines += [f"- {_cell_name(r)}: reference {_fmt(r['reference'])}, reproduced "
-                  f"{_fmt(r['reproduced'])}, Δ {r['delta']:+.2f} (threshold "
-                  f"{r['threshold']:.2f})" for r in report['differing']]
+                  f"{_fmt(r['reproduced'])}, " + (f"diverged on the {r['diverged']} side"
+                                                 if r['diverged'] else
+                                                 f"Δ {r['delta']:+.2f} (threshold "
+                                                 f"{r['threshold']:.2f})")
+                  for r in report['differing']]
         lines.append('')
     if cells:
         lines += ['## All shared cells', '',
@@ -216,8 +246,9 @@ def render_markdown(report: dict, scale: str, reference_label: str, results_labe
         for r in cells:
             lines.append(f"| {r['table']} | {r['detector']} | {r['setting']} | {r['metric']} | "
                          f"{_fmt(r['reference'])} | {_fmt(r['reproduced'])} | "
-                         f"{r['delta']:+.2f} | {r['threshold']:.2f} | "
-                         f"{'agrees' if r['agrees'] else '**differs**'} |")
+                         + ('— | — | ' if r['delta'] is None else
+                            f"{r['delta']:+.2f} | {r['threshold']:.2f} | ")
+                         + f"{'agrees' if r['agrees'] else '**differs**'} |")
         lines.append('')
     return '\n'.join(lines)
 
@@ -259,9 +290,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args) -> int:
-    report = check(args.results, args.reference, args.out, args.json, scale=args.scale,
-                   reference_label=args.reference_label, results_label=args.results_label,
-                   sd_floor=args.sd_floor, synthetic=args.synthetic)
+    from pgd.errors import UserError
+    from pgd.tables.loading import MetricsFileError
+    try:
+        report = check(args.results, args.reference, args.out, args.json, scale=args.scale,
+                       reference_label=args.reference_label,
+                       results_label=args.results_label, sd_floor=args.sd_floor, synthetic=args.synthetic)
+    except MetricsFileError as exc:
+        raise UserError(str(exc)) from None
     n = len(report['cells'])
     print(f"reproduction check ({report['scale']}): {report['verdict']}"
           + (f" ({n - len(report['differing'])} of {n} cells agree)" if n else ''))

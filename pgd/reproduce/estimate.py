@@ -1,6 +1,6 @@
 """``python -m pgd estimate [--config F ...] [--cores N | --gpus N]``: the cost before running.
 
-For the DAG a config defines (the same :class:`pgd.workflow_plan.Plan` the Snakefile uses, so
+For the DAG a config defines (the same :class:`pgd.workflow.plan.Plan` the Snakefile uses, so
 the job counts are Snakemake's), prints per rule and per table the number of jobs, the
 estimated CPU-hours and GPU-hours, and the wall time on ``N`` cores or ``N`` GPUs, and says
 where every figure comes from. The wall seconds of one job are taken from, in this order:
@@ -18,7 +18,7 @@ where every figure comes from. The wall seconds of one job are taken from, in th
     its ``source`` string is printed with the table, and such numbers are assumptions;
 ``default``
     a built-in guess for cheap local jobs without a benchmark (:data:`DEFAULT_SECONDS`:
-    Python start-up of a tagging/table job, synthetic data generation);
+    Python start-up of a manifest/table job, synthetic data generation);
 ``unknown``
     nothing applies; the job is counted but its time is not (the output says how many).
 
@@ -28,7 +28,7 @@ list schedule of the DAG (longest job first among ready ones) on ``--cores N`` c
 takes its ``threads``) or, with ``--gpus N``, on N GPUs (jobs with ``gpu = 0`` unconstrained);
 it is a lower-bound-like estimate: it ignores Snakemake's own overhead and contention.
 Per-table figures count every job that table needs (its runs, their teachers, evaluations,
-tagging and the table itself); shared jobs are counted in each table that needs them, so the
+its row manifest and the table itself); shared jobs are counted in each table that needs them, so the
 per-table rows do not add up to the total.
 """
 from __future__ import annotations
@@ -38,153 +38,19 @@ import heapq
 import json
 import statistics
 from collections import defaultdict
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
 from pgd.errors import UserError
 from pgd.paths import REPO_ROOT
 from pgd.reproduce import REFERENCE_ROOT
+from pgd.reproduce.estimate_jobs import (ROLE, RULE_RESOURCE, TRAIN_RULES, Job,  # noqa: F401
+                                         build_jobs, load_benchmarks, read_benchmark)
 
 SCALE_FILES = {'mini': 'config/config.yaml', 'smoke': 'config/smoke.yaml',
                'paper': 'config/paper.yaml'}
 #: built-in wall seconds of jobs that have no benchmark (assumptions, labelled ``default``).
 DEFAULT_SECONDS = {'data': 30.0, 'local': 3.0}
-RULE_RESOURCE = {'make_data': 'data', 'split_holdout': 'local', 'check_data': 'local',
-                 'train_teacher': 'teacher', 'train_student': 'student', 'distill': 'distill',
-                 'distill_teacher_free': 'distill', 'evaluate': 'evaluate',
-                 'mask_out': 'analysis', 'quality_maps': 'analysis'}
-TRAIN_RULES = {'teacher': 'train_teacher', 'student': 'train_student', 'distill': 'distill',
-               'teacher_free': 'distill_teacher_free'}
-ROLE = {'teacher': 'teacher', 'student': 'student', 'distill': 'distill',
-        'teacher_free': 'distill'}
-
-
-@dataclass
-class Job:
-    """One DAG job: its rule, identity, dependencies and estimated wall seconds."""
-
-    rule: str
-    key: str
-    deps: List[str] = field(default_factory=list)
-    bench: Optional[str] = None          # benchmark path relative to the reference tree
-    similar: Tuple[Tuple[str, ...], ...] = ()  # benchmark prefixes of similar jobs, best first
-    detector: Optional[str] = None
-    role: Optional[str] = None
-    dataset: Optional[str] = None
-    seconds: Optional[float] = None
-    source: str = 'unknown'
-    threads: int = 1
-    gpu: int = 0
-    cpus_per_gpu: int = 1
-
-    @property
-    def cpu_h(self) -> float:
-        cores = self.gpu * self.cpus_per_gpu if self.gpu else self.threads
-        return (self.seconds or 0.0) * cores / 3600.0
-
-    @property
-    def gpu_h(self) -> float:
-        return (self.seconds or 0.0) * self.gpu / 3600.0
-
-
-# ----------------------------------------------------------------------------- benchmarks
-
-def read_benchmark(path) -> Optional[float]:
-    """Mean of the ``s`` (wall seconds) column of a Snakemake benchmark TSV."""
-    try:
-        lines = Path(path).read_text(encoding='utf-8').strip().splitlines()
-    except OSError:
-        return None
-    if len(lines) < 2:
-        return None
-    head = lines[0].split('\t')
-    if 's' not in head:
-        return None
-    col = head.index('s')
-    vals = []
-    for line in lines[1:]:
-        cells = line.split('\t')
-        try:
-            vals.append(float(cells[col]))
-        except (IndexError, ValueError):
-            continue
-    return statistics.fmean(vals) if vals else None
-
-
-def load_benchmarks(root) -> Dict[str, float]:
-    """``relative path without .tsv`` -> wall seconds, for every benchmark under ``root``."""
-    root = Path(root)
-    out = {}
-    for p in sorted(root.rglob('*.tsv')) if root.is_dir() else []:
-        s = read_benchmark(p)
-        if s is not None:
-            out[p.relative_to(root).with_suffix('').as_posix()] = s
-    return out
-
-
-# ----------------------------------------------------------------------------- the job graph
-
-def build_jobs(plan) -> Dict[str, Job]:
-    """Every job of ``plan``'s DAG (as the Snakefile builds it), keyed by a unique name."""
-    cfg = plan.config
-    jobs: Dict[str, Job] = {}
-
-    def add(job: Job) -> Job:
-        res = cfg['resources'].get(RULE_RESOURCE.get(job.rule, 'local'), {})
-        job.threads = int(res.get('threads', 1))
-        job.gpu = int(res.get('gpu', 0))
-        job.cpus_per_gpu = int(res.get('cpus_per_gpu', 1))
-        if job.rule == 'evaluate' or job.rule in ('mask_out', 'quality_maps'):
-            job.gpu = min(1, job.gpu)  # single-process (see evaluate.smk)
-        jobs[job.key] = job
-        return job
-
-    for d in plan.synthetic_datasets():
-        add(Job('make_data', f'data:{d}'))
-    for d in plan.holdout_datasets():
-        add(Job('split_holdout', f'data:{d}', deps=[f"data:{cfg['datasets'][d]['of']}"]))
-    for d in plan.external_datasets():
-        add(Job('check_data', f'data:{d}'))
-
-    for run in plan.runs.values():
-        deps = [f'data:{run.dataset}']
-        if run.teacher_run:
-            deps.append(f'train:{run.teacher_run}')
-        det_model = f'{run.detector}_{run.model}'
-        add(Job(TRAIN_RULES[run.kind], f'train:{run.rel}', deps=deps, bench=run.rel,
-                similar=((run.kind, run.dataset, det_model), (run.kind, '*', det_model),
-                         (run.kind,)),
-                detector=run.detector, role=ROLE[run.kind], dataset=run.dataset))
-    for run in plan.evaluated_runs():
-        det_model = f'{run.detector}_{run.model}'
-        add(Job('evaluate', f'eval:{run.rel}', deps=[f'train:{run.rel}'],
-                bench=f'evaluate/{run.rel}',
-                similar=(('evaluate', run.kind, run.dataset, det_model),
-                         ('evaluate', run.kind), ('evaluate',)),
-                detector=run.detector, role='evaluate'))
-    for a in plan.analyses:
-        add(Job(a.name, f'{a.name}:{a.stem}', deps=[f'train:{a.run}'],
-                bench=f'analysis/{a.name}/{a.stem}', similar=(('analysis', a.name),),
-                detector=a.detector, role='analysis'))
-    for row in plan.rows:
-        add(Job('tag_metrics', f'tag:{row.tag}', deps=[f'eval:{row.run}']))
-    tags = lambda rows: [f'tag:{r.tag}' for r in rows]  # noqa: E731
-    for t in plan.tables:
-        add(Job('table', f'table:{t}', deps=tags(plan.table_input_rows(t))))
-    mask = [f'mask_out:{a.stem}' for a in plan.analyses_of('mask_out')]
-    if plan.figure_stems():
-        add(Job('figures', 'figures', deps=tags(plan.figure_input_rows()) + mask))
-    if plan.tuning_tables():
-        add(Job('tuning_summary', 'tuning_summary',
-                deps=tags([r for t in plan.tuning_tables() for r in plan.rows_of(t)])))
-    add(Job('claims', 'claims', deps=tags(plan.rows) + mask))
-    add(Job('summary', 'summary', deps=[f'table:{t}' for t in plan.tables] + ['claims']
-            + (['figures'] if plan.figure_stems() else [])))
-    add(Job('reproduction', 'reproduction', deps=tags(plan.rows)))
-    return jobs
-
-
 def _similar(prefixes, bench: Dict[str, float]) -> Optional[Tuple[float, int]]:
     for pre in prefixes:
         vals = [s for k, s in bench.items()
@@ -409,7 +275,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args) -> int:
-    from pgd import workflow_plan as wp
+    from pgd.workflow.config import ConfigError
+    from pgd.workflow.plan import load_plan
     from pgd.io import atomic_write_json
     files: Sequence[str] = args.config or [str(REPO_ROOT / SCALE_FILES.get(
         args.scale or 'mini', f'config/{args.scale}.yaml'))]
@@ -417,9 +284,8 @@ def run(args) -> int:
         if not Path(f).is_file():
             raise UserError(f'config file {f} does not exist')
     try:
-        plan = wp.load_plan(files[0], files[1:],
-                            config_root=REPO_ROOT / 'config' / 'detectors')
-    except wp.ConfigError as exc:
+        plan = load_plan(files[0], files[1:], config_root=REPO_ROOT / 'config' / 'detectors')
+    except ConfigError as exc:
         raise UserError(f'config error: {exc}') from None
     doc = estimate(plan, args.reference, cores=args.cores, gpus=args.gpus)
     try:

@@ -6,18 +6,25 @@ result files of the run -- the ones a reader or the reproduction check needs -- 
 that is large, machine-specific or regenerated from them:
 
 =========================  =================================================================
-copied                     ``tables/*.{md,tex,csv}``, ``figures/**/*.{png,pdf}``,
+copied                     ``manifests/*.json`` (the row manifests: which run is which
+                           table row), ``runs/**/metrics.json`` (one per run, as ``pgd test``
+                           wrote it), ``tables/*.{md,tex,csv}``, ``figures/**/*.{png,pdf}``,
                            ``claims.md``, ``report.md`` and other top-level md/csv/json,
-                           ``metrics/**/*.json`` (tagged rows), ``analysis/**/*.json``,
-                           ``runs/**/metrics.json``, ``runs/**/training_log.json``
+                           ``analysis/**/*.json``, ``runs/**/training_log.json``
                            (the compact training scalars) and ``runs/**/resumes.json``
                            (when a run was resumed), ``benchmarks/**/*.tsv``
 left out                   checkpoints (``*.pth``, ``last_checkpoint``), per-run config dumps
                            (``runs/**/*.py``), MMEngine's timestamped log folders and
                            ``vis_data/``, job logs, data stamps, and the run's own
                            ``reproduction.{md,json}`` (a comparison with the *previous*
-                           reference)
+                           reference), a stale ``metrics/`` folder of tagged copies (the
+                           layout before the row manifests)
 =========================  =================================================================
+
+The relative layout is kept, so the tables, figures and claims can be rebuilt from the
+reference tree alone (``python -m pgd tables --rows results/reference/<scale>/manifests/*.json
+...``) and ``pgd check-reproduction`` reads it like a run. Publishing refuses a run whose
+manifests name a metrics file that is not there.
 
 The new tree replaces the old one as a whole (built next to it, then swapped), so files of
 runs that the new DAG no longer has do not linger. A hand-written ``README.md`` of the old
@@ -41,6 +48,7 @@ from pgd.reproduce import REFERENCE_ROOT
 KEEP_SUFFIXES = {'.json', '.md', '.csv', '.tex', '.tsv', '.png', '.pdf'}
 RUN_FILES = {'metrics.json', 'training_log.json', 'resumes.json'}
 SKIP_TOP = {'reproduction.md', 'reproduction.json'}
+SKIP_DIRS = {'metrics'}  # tagged copies of the layout before the row manifests
 _TIMESTAMP = re.compile(r'^\d{8}_\d{6}$')  # MMEngine's per-launch log folder
 
 
@@ -59,6 +67,8 @@ def selected_files(results) -> List[Path]:
             continue
         if any(_TIMESTAMP.match(x) or x == 'vis_data' for x in parts[:-1]):
             continue
+        if len(parts) > 1 and parts[0] in SKIP_DIRS:
+            continue
         if parts[0] == 'runs' and p.name not in RUN_FILES:
             continue
         out.append(rel)
@@ -70,6 +80,20 @@ def _label(path: Path, repo_relative) -> str:
     scratch ``--directory``): result files never name the machine they were made on."""
     rel = repo_relative(path)
     return rel if not Path(rel).is_absolute() else '/'.join(path.resolve().parts[-2:])
+
+
+def _check_manifests(results: Path, manifests: List[Path], files: set) -> None:
+    """Every metrics file a manifest row names is among the files to publish."""
+    for rel in manifests:
+        try:
+            rows = json.loads((results / rel).read_text(encoding='utf-8'))['rows']
+            named = {Path(r['metrics']) for r in rows}
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise UserError(f'{results / rel}: not a row manifest ({exc})') from None
+        missing = sorted(str(p) for p in named if p not in files)
+        if missing:
+            raise UserError(f'{results / rel}: names metrics file(s) that are missing: '
+                            f'{", ".join(missing[:3])}{" ..." if len(missing) > 3 else ""}')
 
 
 def publish(results, reference, force: bool = False) -> dict:
@@ -84,8 +108,10 @@ def publish(results, reference, force: bool = False) -> dict:
         raise UserError(f'{results}/report.md is missing, so the run is not finished '
                         f'(publish anyway with --force)')
     files = selected_files(results)
-    if not any(f.parts[0] == 'metrics' for f in files):
-        raise UserError(f'{results}/metrics/ has no metrics files: nothing to publish')
+    manifests = [f for f in files if f.parts[0] == 'manifests' and len(f.parts) == 2]
+    if not manifests:
+        raise UserError(f'{results}/manifests/ has no row manifests: nothing to publish')
+    _check_manifests(results, manifests, set(files))
     if reference.resolve() == results.resolve():
         raise UserError('the reference and the results are the same folder')
     staging = reference.with_name(f'.{reference.name}.publishing')

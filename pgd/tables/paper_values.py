@@ -1,7 +1,7 @@
 """The numbers published in the PGD paper (ECCV'22, Tables 1-7), as data.
 
 ``paper_values.csv`` (shipped inside this package) is a long-format table with columns
-``table, detector, student_backbone, setting, metric, value, source``:
+``table, detector, student_backbone, setting, metric, value, source, options``:
 
 * ``table``: ``table1`` .. ``table5``, ``table6a``, ``table6b``, ``table7``.
 * ``detector``: ``atss, fcos, gfl, ddod, autoassign``.
@@ -17,16 +17,22 @@
 * ``value``: the absolute value printed in the paper. The paper's bracketed deltas are never
   stored; they are recomputed from the student row by :mod:`pgd.tables.build`.
 * ``source``: the paper table and row the value was transcribed from.
+* ``options``: the row's method options as JSON, as a row manifest gives them (Table 5
+  ``{"fg_strategy": "box"}``, Table 6a ``{"k": 30}``, Table 6b ``{"alpha": 0.07}``, Table 7
+  ``{"branches": ["cls", "reg"]}``), empty for the other rows; loaded as dicts. The sweeps
+  (:func:`paper_sweep`) read their x values here, never from the setting label.
 """
 from __future__ import annotations
 
 import functools
+import json
 from importlib import resources
-from typing import Optional
+from typing import List, Optional, Tuple
 
 import pandas as pd
 
-COLUMNS = ["table", "detector", "student_backbone", "setting", "metric", "value", "source"]
+COLUMNS = ["table", "detector", "student_backbone", "setting", "metric", "value", "source",
+           "options"]
 _CSV_NAME = "paper_values.csv"
 
 
@@ -38,6 +44,7 @@ def _load_cached() -> pd.DataFrame:
     if missing:
         raise ValueError(f"{_CSV_NAME}: missing columns {missing}")
     df["value"] = df["value"].astype(float)
+    df["options"] = [json.loads(o) if isinstance(o, str) and o else {} for o in df["options"]]
     key = ["table", "detector", "student_backbone", "setting", "metric"]
     dup = df[df.duplicated(key, keep=False)]
     if len(dup):
@@ -47,7 +54,21 @@ def _load_cached() -> pd.DataFrame:
 
 def load_paper_values() -> pd.DataFrame:
     """Return the published numbers as a long DataFrame (a fresh copy, paper row order)."""
-    return _load_cached().copy()
+    return _load_cached().copy(deep=True)
+
+
+def paper_sweep(table: str, detector: str, option: str, metric: str = "AP"
+                ) -> List[Tuple[float, float]]:
+    """``[(option value, published value)]`` of the rows of ``table`` whose options set a
+    numeric ``option`` (Table 6a ``k``, Table 6b ``alpha``), sorted by the option value."""
+    df = _load_cached()
+    sub = df[(df["table"] == table) & (df["detector"] == detector) & (df["metric"] == metric)]
+    out = []
+    for options, value in zip(sub["options"], sub["value"]):
+        v = options.get(option)
+        if isinstance(v, (int, float)) and not isinstance(v, bool):
+            out.append((float(v), float(value)))
+    return sorted(out)
 
 
 def paper_value(

@@ -5,28 +5,32 @@ import shlex
 import sys
 from pathlib import Path
 
-from snakemake.utils import min_version, validate
+from snakemake.utils import min_version
 
 min_version("9.0")
 
 REPO = Path(workflow.basedir)
 if str(REPO) not in sys.path:  # pgd importable even without `pip install -e .`
     sys.path.insert(0, str(REPO))
-from pgd import workflow_plan as wp  # noqa: E402
+from pgd import workflow as wf  # noqa: E402
+from pgd.workflow import manifest as wm  # noqa: E402
 
-# 1) our validator: defaults + one-line errors naming the key; 2) snakemake's (same schema);
-# 3) cross-field checks while building the plan (unknown dataset, ld without GFL, ...).
+# 1) the schema with the catalog's method/detector names filled in (pgd.workflow.config):
+# defaults + one-line errors naming the key. It is the only schema validation: Snakemake's
+# `validate` reads the schema file, which carries no names of its own (pgd/catalog.py has
+# them), and would check nothing more. 2) cross-field checks while building the plan
+# (unknown dataset, ld without GFL, ...).
 try:
-    wp.validate_config(config, REPO / "workflow" / "schemas" / "config.schema.yaml")
-    validate(config, "../schemas/config.schema.yaml")
-    PLAN = wp.Plan(config, config_root=REPO / "config" / "detectors", validated=True)
-except wp.ConfigError as _exc:
+    wf.validate_config(config, REPO / "workflow" / "schemas" / "config.schema.yaml")
+    # method configs: pgd.method_options.METHOD_ROOT, the folder `pgd distill` reads
+    PLAN = wf.Plan(config, config_root=REPO / "config" / "detectors", validated=True)
+except wf.ConfigError as _exc:
     raise ValueError(f"config error: {_exc}") from None
 
 SCALE = config["scale"]
 R = f"results/{SCALE}"            # every output of this scale
 RUNS = f"{R}/runs"                # checkpoints (gitignored) + metrics.json per run
-METRICS = f"{R}/metrics"          # tagged metrics: <table>/<det>/<setting>/seed<S>.json
+MANIFESTS = f"{R}/{wm.MANIFEST_DIR}"  # one row manifest per table: <table>.json
 BENCH = f"{R}/benchmarks"
 LOGS = f"logs/{SCALE}"
 PY = sys.executable               # the environment snakemake runs in
@@ -48,10 +52,10 @@ if workflow.is_main_process:
           f"{_c['teacher']} teacher, {_c['student']} student, {_c['distill']} distill, "
           f"{_c['teacher_free']} teacher-free; {_c['evaluate']} evaluations; reproduction "
           f"check against {REFERENCE_LABEL}/ "
-          f"({'present' if os.path.isdir(os.path.join(REFERENCE, 'metrics')) else 'absent: the check will say so'})",
+          f"({'present' if os.path.isdir(os.path.join(REFERENCE, wm.MANIFEST_DIR)) else 'absent: the check will say so'})",
           file=sys.stderr)
 
-RUN_KINDS = "|".join(wp.RUN_KINDS)
+RUN_KINDS = "|".join(wf.RUN_KINDS)
 LABEL = "[A-Za-z0-9][A-Za-z0-9_.=+-]*"
 
 
@@ -63,7 +67,7 @@ def _alternatives(names):
 
 wildcard_constraints:
     seed="[0-9]+",
-    detector="|".join(wp.DETECTORS),
+    detector="|".join(wf.DETECTORS),
     setting=LABEL,
     table=_alternatives(PLAN.tables),
 
@@ -78,7 +82,7 @@ def res(kind, key):
 
 def launcher(gpus):
     """``python -m pgd`` for 0/1 GPU, ``torchrun --nproc_per_node=N -m pgd`` for N > 1."""
-    return wp.launcher(gpus, PY)
+    return wf.launcher(gpus, PY)
 
 
 def device_args():
@@ -106,22 +110,58 @@ def data_input(dataset):
     return PLAN.data_marker(dataset)
 
 
-def tagged(rows):
-    return [f"{METRICS}/{r.tag}" for r in rows]
+def manifests(tables):
+    """The row manifests of ``tables``."""
+    return [wm.manifest_path(R, t) for t in tables]
+
+
+def manifest_metrics(tables):
+    """The run metrics the manifests of ``tables`` point at (inputs of the readers, so
+    Snakemake evaluates every run a table row reads before the table is built)."""
+    return [f"{RUNS}/{r.rel}/metrics.json" for r in PLAN.input_runs(tables)]
 
 
 def run_info_args(info):
-    return " ".join(shlex.quote(f"{k}={v}") for k, v in info.items())
+    """``--run-info`` items; a mapping (the run's options) as dotted keys, ``options.k=9``
+    (mmengine's DictAction parses lists but not mappings)."""
+    items = []
+    for k, v in info.items():
+        if isinstance(v, dict):
+            items += [(f"{k}.{sk}", wf.cli_value(sv)) for sk, sv in v.items()]
+        else:
+            items.append((k, v))
+    return " ".join(shlex.quote(f"{k}={v}") for k, v in items)
 
 
 # ----------------------------------------------------------------------------- rule params
 
+def pretrain_args():
+    """``--cfg-options pretrain_scale=<scale>`` when this scale has a `pretrain` block: the mini
+    configs then load results/<scale>/pretrain/<size>/backbone.pth (their default `none` trains
+    from scratch); '' otherwise."""
+    return f"--cfg-options pretrain_scale={SCALE}" if config.get("pretrain") else ""
+
+
+def pretrained_input(kind):
+    """The synthetic-pretrained backbone a training job loads (the `pretrain_backbone` output;
+    for a distillation the student's, the teacher comes from its final.pth); none when this
+    scale has no `pretrain` block or the config loads remote (ImageNet) weights."""
+    def inputs(w):
+        return PLAN.pretrained_checkpoints(run_of(kind, w)) if config.get("pretrain") else []
+    return inputs
+
+
+def curve_args(kind):
+    """Student baselines validate every `student_val_interval` epochs: their learning curve
+    feeds the student_plateau gate (distillations keep the config's end-only validation)."""
+    every = config.get("student_val_interval", 0)
+    return f"--cfg-options train_cfg.val_interval={every}" if kind == "student" and every else ""
+
+
 def train_params(kind):
     """params of a `pgd train` rule for run kind ``kind`` (teacher | student)."""
     def fp(w):
-        r = run_of(kind, w)
-        return wp.fingerprint(r.config, wp.config_digest(r.config, PLAN.config_root),
-                              PLAN.data_root(r.dataset), r.seed, config["cfg_options"]["train"])
+        return PLAN.fingerprint(run_of(kind, w))  # detector config digest, data, seed, ...
     return dict(
         py=PYQ,
         launcher=launcher(res(kind, "gpu")),
@@ -129,13 +169,14 @@ def train_params(kind):
         work_dir=lambda w, output: os.path.dirname(output[0]),
         data_root=lambda w: shlex.quote(PLAN.data_root(run_of(kind, w).dataset)),
         seed=lambda w: run_of(kind, w).seed,
-        extra=" ".join(a for a in (cfg_options("train"), device_args()) if a),
+        extra=" ".join(a for a in (cfg_options("train"), pretrain_args(), curve_args(kind),
+                                   device_args()) if a),
         fingerprint=fp,
     )
 
 
 TRAIN_SHELL = (
-    "{params.py} -m pgd.workflow_plan guard-workdir {params.work_dir} {params.fingerprint}"
+    "{params.py} -m pgd guard-workdir {params.work_dir} {params.fingerprint}"
     " > {log} 2>&1 && "
     "{params.launcher} train {params.config} --work-dir {params.work_dir}"
     " --data-root {params.data_root} --seed {params.seed} {params.extra} >> {log} 2>&1 && "
@@ -146,12 +187,9 @@ TRAIN_SHELL = (
 def distill_params(kind):
     """params of a `pgd distill` rule for run kind ``kind`` (distill | teacher_free)."""
     def fp(w):
-        r = run_of(kind, w)
-        return wp.fingerprint(r.config, r.teacher_config, r.teacher_run, r.method,
-                              r.loss_options(), PLAN.data_root(r.dataset), r.seed,
-                              config["cfg_options"]["train"],
-                              wp.config_digest(r.config, PLAN.config_root),
-                              wp.config_digest(r.teacher_config, PLAN.config_root))
+        # + the method config (config/distill/<method>.py as this detector sees it), so an
+        # edited method default re-runs that method's runs only
+        return PLAN.fingerprint(run_of(kind, w))
 
     def loss(w):
         opts = run_of(kind, w).loss_options()
@@ -167,7 +205,7 @@ def distill_params(kind):
         work_dir=lambda w, output: os.path.dirname(output[0]),
         data_root=lambda w: shlex.quote(PLAN.data_root(run_of(kind, w).dataset)),
         seed=lambda w: run_of(kind, w).seed,
-        extra=" ".join(a for a in (cfg_options("train"), device_args()) if a),
+        extra=" ".join(a for a in (cfg_options("train"), pretrain_args(), device_args()) if a),
         fingerprint=fp,
     )
 
@@ -182,11 +220,15 @@ def analysis_of(name, w):
     return PLAN.analysis(name, w.stem)
 
 
-def reference_metrics():
-    """The reference's tagged metrics files (inputs of the reproduction check, so a newly
-    published reference re-runs it); [] when this scale has no reference."""
-    root = Path(REFERENCE) / "metrics"
-    return sorted(str(p) for p in root.rglob("*.json")) if root.is_dir() else []
+def reference_inputs():
+    """The reference's row manifests and the run metrics they list (inputs of the
+    reproduction check, so a newly published reference re-runs it); [] when this scale has
+    no reference."""
+    root = Path(REFERENCE)
+    found = sorted(str(p) for p in (root / wm.MANIFEST_DIR).glob("*.json"))
+    if found and (root / "runs").is_dir():
+        found += sorted(str(p) for p in (root / "runs").rglob("metrics.json"))
+    return found
 
 
 # ----------------------------------------------------------------------------- pretraining

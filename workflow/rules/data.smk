@@ -81,5 +81,5 @@ rule check_data:
     conda:
         CONDA_ENV
     shell:
-        "{params.py} -m pgd.workflow_plan check-data --root {params.root}"
+        "{params.py} -m pgd check-external-data --root {params.root}"
         " --require {params.require} --out {output} > {log} 2>&1"

@@ -1,5 +1,6 @@
-# Evaluation (once per run, `pgd test` -> <run dir>/metrics.json), table membership (one tagged
-# copy of the metrics per table row) and the teacher analyses behind Fig. 2 and Fig. 3.
+# Evaluation (once per run, `pgd test` -> <run dir>/metrics.json) and the teacher analyses
+# behind Fig. 2 and Fig. 3. Which run is which table row is not copied here: the planner lists
+# it in one row manifest per table (rule row_manifest, tables.smk).
 
 
 rule evaluate:
@@ -17,7 +18,7 @@ rule evaluate:
         data_root=lambda w: shlex.quote(PLAN.data_root(eval_run(w).dataset)),
         crowd=lambda w: "--crowd" if PLAN.crowd(eval_run(w).dataset) else "",
         seed=lambda w: eval_run(w).seed,
-        # identifies the run, not a table row (tag_metrics writes one copy per row)
+        # identifies the run (and its options), not a table row (the manifests list the rows)
         run_info=lambda w: run_info_args(eval_run(w).run_info()),
         extra=" ".join(a for a in (cfg_options("test"), device_args()) if a),
     log:
@@ -36,29 +37,6 @@ rule evaluate:
         "{params.launcher} test {params.config} {input.ckpt} --out {output}"
         " --data-root {params.data_root} --seed {params.seed} {params.crowd}"
         " --run-info {params.run_info} {params.extra} > {log} 2>&1"
-
-
-rule tag_metrics:
-    # A run's metrics as one table row: `pgd.tables.build.load_runs` identifies rows by the
-    # `run` block, so each (table, detector, setting, seed) gets its own copy (local, cheap).
-    input:
-        lambda w: f"{RUNS}/{PLAN.row(w.table, w.detector, w.setting, w.seed).run}/metrics.json",
-    output:
-        f"{METRICS}/{{table}}/{{detector}}/{{setting}}/seed{{seed}}.json",
-    params:
-        py=PYQ,
-        run_info=lambda w: run_info_args(
-            PLAN.row(w.table, w.detector, w.setting, w.seed).run_info()),
-    log:
-        f"{LOGS}/metrics/{{table}}/{{detector}}/{{setting}}/seed{{seed}}.log",
-    resources:
-        mem_mb=res("local", "mem_mb"),
-        runtime=res("local", "runtime"),
-    conda:
-        CONDA_ENV
-    shell:
-        "{params.py} -m pgd.workflow_plan tag {input} {output} --run {params.run_info}"
-        " > {log} 2>&1"
 
 
 rule mask_out:

@@ -1,12 +1,39 @@
-# Aggregation (local rules): paper tables from tagged metrics files only, figures, claim check
-# and results/<scale>/report.md. `snakemake --report` collects the report() outputs.
+# Aggregation (local rules): one row manifest per table (which run's metrics.json is which
+# row), paper tables, figures, claim check and results/<scale>/report.md. The readers take the
+# manifests (`--rows`); the run metrics they list are inputs too, so Snakemake evaluates every
+# run first. `snakemake --report` collects the report() outputs.
+
+
+rule row_manifest:
+    # results/<scale>/manifests/<table>.json (format: pgd/workflow/manifest.py). A `run:` block
+    # calling the planner, not a `python -m pgd manifest` shell line: the rows come from the
+    # config exactly as Snakemake merged it (several --configfile, --config overrides), which a
+    # subprocess could not rebuild from files alone. The params are the manifest itself, so a
+    # changed row (other runs, other options) rewrites it (rerun trigger `params`); the run
+    # metrics it lists are inputs too, so a new or re-evaluated run rewrites it even where
+    # Snakemake has no params record (`--touch`, a copied results tree). Tables 5-7 without
+    # their own student row also list Table 1's student rows (their deltas' baseline), with
+    # table "table1".
+    input:
+        lambda w: manifest_metrics([w.table]),
+    output:
+        f"{MANIFESTS}/{{table}}.json",
+    params:
+        manifest=lambda w: wm.manifest_json(PLAN, w.table),
+    log:
+        f"{LOGS}/manifests/{{table}}.log",
+    resources:
+        mem_mb=res("local", "mem_mb"),
+        runtime=res("local", "runtime"),
+    run:
+        wm.write_manifest(output[0], params.manifest, log=log[0])
 
 
 rule table:
-    # One job per table id, so a changed ablation rebuilds only its table. Tables 5-7 without
-    # their own student row also get Table 1's student rows (their deltas' baseline).
+    # One job per table id, so a changed ablation rebuilds only its table.
     input:
-        lambda w: tagged(PLAN.table_input_rows(w.table)),
+        rows=lambda w: manifests([w.table]),
+        metrics=lambda w: manifest_metrics([w.table]),
     output:
         md=f"{R}/tables/{{table}}.md",
         tex=f"{R}/tables/{{table}}.tex",
@@ -23,8 +50,7 @@ rule table:
     conda:
         CONDA_ENV
     shell:
-        # metrics before --tables: that option takes a list and would swallow them
-        "{params.py} -m pgd tables --out-dir {params.out_dir} {input}"
+        "{params.py} -m pgd tables --rows {input.rows} --out-dir {params.out_dir}"
         " --tables {wildcards.table} > {log} 2>&1"
 
 
@@ -36,7 +62,8 @@ if PLAN.figure_stems():
         # K curve (Table 6a), alpha curves (Table 6b), Fig. 3 mask-out curves and the Table 1
         # gain bars; mean +- std over seeds, PNG + PDF.
         input:
-            metrics=tagged(PLAN.figure_input_rows()),
+            rows=manifests(PLAN.figure_tables()),
+            metrics=manifest_metrics(PLAN.figure_tables()),
             mask_out=[f"{R}/analysis/mask_out/{a.stem}.json"
                       for a in PLAN.analyses_of("mask_out")],
         output:
@@ -57,7 +84,7 @@ if PLAN.figure_stems():
         conda:
             CONDA_ENV
         shell:
-            "{params.py} -m pgd figures --metrics {input.metrics} {params.mask_out}"
+            "{params.py} -m pgd figures --rows {input.rows} {params.mask_out}"
             " --out-dir {params.out_dir} > {log} 2>&1"
 
 
@@ -68,7 +95,8 @@ if PLAN.tuning_tables():
     rule tuning_summary:
         # The loss-scale search (config/tuning.yaml) as one CSV with the chosen scale per method.
         input:
-            tagged([r for t in PLAN.tuning_tables() for r in PLAN.rows_of(t)]),
+            rows=manifests(PLAN.tuning_tables()),
+            metrics=manifest_metrics(PLAN.tuning_tables()),
         output:
             report(f"{R}/loss_scales.csv", caption="../report/table.rst", category="Tables",
                    labels={"table": "loss scales"}),
@@ -82,14 +110,16 @@ if PLAN.tuning_tables():
         conda:
             CONDA_ENV
         shell:
-            "{params.py} -m pgd tuning-summary --metrics {input} --out {output} > {log} 2>&1"
+            "{params.py} -m pgd tuning-summary --rows {input.rows} --out {output} > {log} 2>&1"
 
 
 rule claims:
     # Each quantitative claim of the paper: holds or not, the numbers, the seed spread.
     input:
-        metrics=tagged(PLAN.rows),
+        rows=manifests(PLAN.tables),
+        metrics=manifest_metrics(PLAN.tables),
         mask_out=[f"{R}/analysis/mask_out/{a.stem}.json" for a in PLAN.analyses_of("mask_out")],
+        regime=f"{R}/regime.json",
     output:
         report(f"{R}/claims.md", caption="../report/claims.rst", category="Claim check"),
     params:
@@ -104,14 +134,15 @@ rule claims:
     conda:
         CONDA_ENV
     shell:
-        "{params.py} -m pgd claims --metrics {input.metrics} {params.mask_out} --out {output}"
-        " > {log} 2>&1"
+        "{params.py} -m pgd claims --rows {input.rows} {params.mask_out}"
+        " --regime {input.regime} --out {output} > {log} 2>&1"
 
 
 rule summary:
     input:
         tables=expand(f"{R}/tables/{{table}}.md", table=PLAN.tables),
         claims=f"{R}/claims.md",
+        regime=f"{R}/regime.md",
         figures=expand(f"{R}/figures/{{stem}}.png", stem=PLAN.figure_stems()),
     output:
         f"{R}/report.md",
@@ -127,8 +158,9 @@ rule summary:
     conda:
         CONDA_ENV
     shell:
-        "{params.py} -m pgd.workflow_plan summary --out {output} --scale {params.scale}"
-        " {params.synthetic} --tables {input.tables} --claims {input.claims}"
+        "{params.py} -m pgd summary --out {output} --scale {params.scale}"
+        " {params.synthetic} --regime {input.regime} --tables {input.tables}"
+        " --claims {input.claims}"
         " --figures {input.figures} > {log} 2>&1"
 
 
@@ -136,9 +168,11 @@ rule reproduction:
     # The run against the committed reference (results/reference/<scale>/, never written by the
     # DAG): every shared table cell, reference vs reproduced, agrees/differs under a seed-noise
     # criterion; says so when this scale has no reference (pgd/reproduce/check.py).
+    # It reads both sides' manifests (<results>/manifests/, <reference>/manifests/).
     input:
-        metrics=tagged(PLAN.rows),
-        reference=reference_metrics(),
+        rows=manifests(PLAN.tables),
+        metrics=manifest_metrics(PLAN.tables),
+        reference=reference_inputs(),
     output:
         md=report(f"{R}/reproduction.md", caption="../report/reproduction.rst",
                   category="Reproduction check"),

@@ -1,12 +1,13 @@
 # Teachers (once per dataset x detector x model, seed `teacher_seed`) and student baselines
 # (once per dataset x detector x model x seed). Output: results/<scale>/runs/<kind>/.../final.pth
 # `pgd train` resumes from the work dir's last checkpoint; `guard-workdir` first drops
-# checkpoints left by a run with different parameters (see pgd/workflow_plan.py).
+# checkpoints left by a run with different parameters (see pgd/workflow/rules.py).
 
 
 rule train_teacher:
     input:
         data=lambda w: data_input(run_of("teacher", w).dataset),
+        pretrained=pretrained_input("teacher"),
     output:
         ckpt=f"{RUNS}/teacher/{{run}}/final.pth",
         training_log=f"{RUNS}/teacher/{{run}}/training_log.json",
@@ -33,6 +34,7 @@ rule train_teacher:
 rule train_student:
     input:
         data=lambda w: data_input(run_of("student", w).dataset),
+        pretrained=pretrained_input("student"),
     output:
         ckpt=f"{RUNS}/student/{{run}}/final.pth",
         training_log=f"{RUNS}/student/{{run}}/training_log.json",

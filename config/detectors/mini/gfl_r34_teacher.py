@@ -1,4 +1,4 @@
-# GFL -- mini teacher: ResNet-34/w32, 3x-longer schedule, synthetic shapes
+# GFL -- mini teacher: ResNet-34/w32, longer schedule (mini_teacher, 18 vs 12 epochs), synthetic shapes
 # Generated pattern: model recipe + dataset + schedule + size; edit the bases, not this file.
 _base_ = [
     '../_base_/models/gfl.py', '../_base_/datasets/synthetic_shapes.py',

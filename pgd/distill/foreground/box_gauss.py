@@ -28,7 +28,7 @@ from typing import List, Sequence
 import torch
 from torch import Tensor
 
-from . import ForegroundStrategy, batch_geometry, out_dtype, register_strategy
+from .base import ForegroundStrategy, batch_geometry, out_dtype, register_strategy
 
 __all__ = ['BoxGaussStrategy']
 

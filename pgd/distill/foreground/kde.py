@@ -32,7 +32,7 @@ import torch
 from torch import Tensor
 
 from ..pgw import CANDIDATE_MODES, DEFAULT_CHUNK_ELEMS, DEFAULT_RIDGE
-from . import ForegroundStrategy, batch_geometry, out_dtype, register_strategy
+from .base import ForegroundStrategy, batch_geometry, out_dtype, register_strategy
 from .topk_equal import _check_k, topk_selection
 
 __all__ = ['KDEStrategy', 'kde_importance']

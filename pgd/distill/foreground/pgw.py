@@ -14,7 +14,7 @@ Thin adapter over :class:`pgd.distill.pgw.PredictionGuidedWeighting` (Eq. 1-4)::
 from __future__ import annotations
 
 from ..pgw import PredictionGuidedWeighting
-from . import register_strategy
+from .base import register_strategy
 
 __all__ = ['PGWStrategy']
 

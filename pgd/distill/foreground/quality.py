@@ -19,7 +19,7 @@ import torch
 from torch import Tensor
 
 from ..pgw import DEFAULT_CHUNK_ELEMS, quality_scores_multi
-from . import ForegroundStrategy, register_strategy
+from .base import ForegroundStrategy, register_strategy
 
 __all__ = ['QualityStrategy', 'batch_quality']
 

@@ -19,7 +19,7 @@ import torch
 from torch import Tensor
 
 from ..pgw import CANDIDATE_MODES, DEFAULT_CHUNK_ELEMS, topk_candidates
-from . import ForegroundStrategy, batch_geometry, out_dtype, register_strategy
+from .base import ForegroundStrategy, batch_geometry, out_dtype, register_strategy
 from .quality import batch_quality
 
 __all__ = ['TopkEqualStrategy', 'topk_selection']

@@ -1,3 +1,5 @@
+# NOT USED since the mini backbones are synthetically pretrained (2026-12-03): the FCOS teacher
+# trains single scale like every teacher. Kept as the record of the from-scratch FCOS recipe.
 # SYNTHETIC shapes with multi-scale training, the mini counterpart of coco_ms.py (paper §4.1:
 # teachers train on multi-scale inputs): each training image is resized to a side drawn from
 # [96, 160] px, i.e. 0.75-1.25x the 128-px scenes; validation stays at 128 px.

@@ -1,3 +1,5 @@
+# NOT USED since the mini backbones are synthetically pretrained (2026-12-03): every teacher,
+# FCOS included, uses mini_teacher.py. Kept as the record of the from-scratch FCOS recipe.
 # Mini scale: the FCOS teacher's longer schedule, 48 epochs with one lr step at epoch 44.
 # At 640 synthetic train images the shared 18-epoch single-scale schedule left FCOS only 3.7 AP
 # above its student (teacher 5.2, students 1.47 +- 0.15), and 30 / 48 single-scale epochs

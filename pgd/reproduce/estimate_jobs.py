@@ -1,0 +1,144 @@
+"""The job graph behind ``python -m pgd estimate``: every job of a plan's DAG, as the Snakefile
+builds it, with the benchmarks of a reference tree (see :mod:`pgd.reproduce.estimate`)."""
+from __future__ import annotations
+
+import statistics
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, List, Optional, Tuple
+
+RULE_RESOURCE = {'make_data': 'data', 'split_holdout': 'local', 'check_data': 'local',
+                 'train_teacher': 'teacher', 'train_student': 'student', 'distill': 'distill',
+                 'distill_teacher_free': 'distill', 'evaluate': 'evaluate',
+                 'mask_out': 'analysis', 'quality_maps': 'analysis'}
+TRAIN_RULES = {'teacher': 'train_teacher', 'student': 'train_student', 'distill': 'distill',
+               'teacher_free': 'distill_teacher_free'}
+ROLE = {'teacher': 'teacher', 'student': 'student', 'distill': 'distill',
+        'teacher_free': 'distill'}
+
+@dataclass
+class Job:
+    """One DAG job: its rule, identity, dependencies and estimated wall seconds."""
+
+    rule: str
+    key: str
+    deps: List[str] = field(default_factory=list)
+    bench: Optional[str] = None          # benchmark path relative to the reference tree
+    similar: Tuple[Tuple[str, ...], ...] = ()  # benchmark prefixes of similar jobs, best first
+    detector: Optional[str] = None
+    role: Optional[str] = None
+    dataset: Optional[str] = None
+    seconds: Optional[float] = None
+    source: str = 'unknown'
+    threads: int = 1
+    gpu: int = 0
+    cpus_per_gpu: int = 1
+
+    @property
+    def cpu_h(self) -> float:
+        cores = self.gpu * self.cpus_per_gpu if self.gpu else self.threads
+        return (self.seconds or 0.0) * cores / 3600.0
+
+    @property
+    def gpu_h(self) -> float:
+        return (self.seconds or 0.0) * self.gpu / 3600.0
+
+
+# ----------------------------------------------------------------------------- benchmarks
+
+def read_benchmark(path) -> Optional[float]:
+    """Mean of the ``s`` (wall seconds) column of a Snakemake benchmark TSV."""
+    try:
+        lines = Path(path).read_text(encoding='utf-8').strip().splitlines()
+    except OSError:
+        return None
+    if len(lines) < 2:
+        return None
+    head = lines[0].split('\t')
+    if 's' not in head:
+        return None
+    col = head.index('s')
+    vals = []
+    for line in lines[1:]:
+        cells = line.split('\t')
+        try:
+            vals.append(float(cells[col]))
+        except (IndexError, ValueError):
+            continue
+    return statistics.fmean(vals) if vals else None
+
+
+def load_benchmarks(root) -> Dict[str, float]:
+    """``relative path without .tsv`` -> wall seconds, for every benchmark under ``root``."""
+    root = Path(root)
+    out = {}
+    for p in sorted(root.rglob('*.tsv')) if root.is_dir() else []:
+        s = read_benchmark(p)
+        if s is not None:
+            out[p.relative_to(root).with_suffix('').as_posix()] = s
+    return out
+
+
+# ----------------------------------------------------------------------------- the job graph
+
+def build_jobs(plan) -> Dict[str, Job]:
+    """Every job of ``plan``'s DAG (as the Snakefile builds it), keyed by a unique name."""
+    cfg = plan.config
+    jobs: Dict[str, Job] = {}
+
+    def add(job: Job) -> Job:
+        res = cfg['resources'].get(RULE_RESOURCE.get(job.rule, 'local'), {})
+        job.threads = int(res.get('threads', 1))
+        job.gpu = int(res.get('gpu', 0))
+        job.cpus_per_gpu = int(res.get('cpus_per_gpu', 1))
+        if job.rule == 'evaluate' or job.rule in ('mask_out', 'quality_maps'):
+            job.gpu = min(1, job.gpu)  # single-process (see evaluate.smk)
+        jobs[job.key] = job
+        return job
+
+    for d in plan.synthetic_datasets():
+        add(Job('make_data', f'data:{d}'))
+    for d in plan.holdout_datasets():
+        add(Job('split_holdout', f'data:{d}', deps=[f"data:{cfg['datasets'][d]['of']}"]))
+    for d in plan.external_datasets():
+        add(Job('check_data', f'data:{d}'))
+
+    for run in plan.runs.values():
+        deps = [f'data:{run.dataset}']
+        if run.teacher_run:
+            deps.append(f'train:{run.teacher_run}')
+        det_model = f'{run.detector}_{run.model}'
+        add(Job(TRAIN_RULES[run.kind], f'train:{run.rel}', deps=deps, bench=run.rel,
+                similar=((run.kind, run.dataset, det_model), (run.kind, '*', det_model),
+                         (run.kind,)),
+                detector=run.detector, role=ROLE[run.kind], dataset=run.dataset))
+    for run in plan.evaluated_runs():
+        det_model = f'{run.detector}_{run.model}'
+        add(Job('evaluate', f'eval:{run.rel}', deps=[f'train:{run.rel}'],
+                bench=f'evaluate/{run.rel}',
+                similar=(('evaluate', run.kind, run.dataset, det_model),
+                         ('evaluate', run.kind), ('evaluate',)),
+                detector=run.detector, role='evaluate'))
+    for a in plan.analyses:
+        add(Job(a.name, f'{a.name}:{a.stem}', deps=[f'train:{a.run}'],
+                bench=f'analysis/{a.name}/{a.stem}', similar=(('analysis', a.name),),
+                detector=a.detector, role='analysis'))
+    for t in plan.tables:  # rule row_manifest: written by the planner after the evaluations
+        add(Job('row_manifest', f'manifest:{t}',
+                deps=[f'eval:{r.rel}' for r in plan.input_runs([t])]))
+
+    def reads(tables):  # a reader's inputs: the manifests and the run metrics they list
+        return ([f'manifest:{t}' for t in tables]
+                + [f'eval:{r.rel}' for r in plan.input_runs(tables)])
+    for t in plan.tables:
+        add(Job('table', f'table:{t}', deps=reads([t])))
+    mask = [f'mask_out:{a.stem}' for a in plan.analyses_of('mask_out')]
+    if plan.figure_stems():
+        add(Job('figures', 'figures', deps=reads(plan.figure_tables()) + mask))
+    if plan.tuning_tables():
+        add(Job('tuning_summary', 'tuning_summary', deps=reads(plan.tuning_tables())))
+    add(Job('claims', 'claims', deps=reads(plan.tables) + mask))
+    add(Job('summary', 'summary', deps=[f'table:{t}' for t in plan.tables] + ['claims']
+            + (['figures'] if plan.figure_stems() else [])))
+    add(Job('reproduction', 'reproduction', deps=reads(plan.tables)))
+    return jobs

@@ -1,0 +1,78 @@
+# Premise gates (`pgd regime`, pgd/analysis/regime.py): can this scale test the paper at all?
+# Fig. 3 (masking each Table 1 teacher's top-1 % predictions must cut its AP by >= 40 %), trained
+# students (student/teacher AP ratio in [0.70, 0.92], gap >= 3 AP, a plateaued learning curve)
+# and a geometry that gives PGW's top-K something to select (locations per GT box on the train
+# set). Output results/<scale>/regime.json (+ regime.md); the claim check and report.md print
+# it first, and a claim whose table fails a gate is "regime invalid".
+
+
+def _table1_students():
+    """Table 1's student baseline runs (their metrics and learning curves)."""
+    if "table1" not in PLAN.tables:
+        return []
+    rels = dict.fromkeys(r.run for r in PLAN.rows_of("table1") if r.setting == "student")
+    return [PLAN.run(rel) for rel in rels]
+
+
+def _geometry_subjects():
+    """dataset -> Table 1 student config, for the synthetic datasets whose train annotations
+    the workflow writes (the strides PGW sees are the student's)."""
+    out = {}
+    for run in _table1_students():
+        kind = PLAN.datasets[run.dataset]["kind"]
+        if kind in ("shapes", "crowd"):
+            out.setdefault(run.dataset, run.config)
+    return out
+
+
+def _geometry_ann(dataset):
+    kind = PLAN.datasets[dataset]["kind"]
+    return f"{PLAN.data_root(dataset)}/annotations/synthetic_{kind}_train.json"
+
+
+rule geometry:
+    input:
+        data=lambda w: data_input(w.dataset),
+    output:
+        f"{R}/analysis/geometry/{{dataset}}.json",
+    wildcard_constraints:
+        dataset=_alternatives(_geometry_subjects()),
+    params:
+        py=PYQ,
+        config=lambda w: _geometry_subjects()[w.dataset],
+        ann=lambda w: shlex.quote(_geometry_ann(w.dataset)),
+    log:
+        f"{LOGS}/analysis/geometry/{{dataset}}.log",
+    resources:
+        mem_mb=res("local", "mem_mb"),
+        runtime=res("local", "runtime"),
+    conda:
+        CONDA_ENV
+    shell:
+        "{params.py} -m pgd geometry {params.config} --ann {params.ann} --json {output}"
+        " > {log} 2>&1"
+
+
+rule regime:
+    input:
+        rows=manifests([t for t in PLAN.tables if t == "table1"]),
+        metrics=manifest_metrics([t for t in PLAN.tables if t == "table1"]),
+        mask_out=[f"{R}/analysis/mask_out/{a.stem}.json" for a in PLAN.analyses_of("mask_out")],
+        geometry=[f"{R}/analysis/geometry/{d}.json" for d in _geometry_subjects()],
+        curves=[f"{RUNS}/{run.rel}/training_log.json" for run in _table1_students()],
+    output:
+        json=f"{R}/regime.json",
+        md=f"{R}/regime.md",
+    params:
+        py=PYQ,
+    log:
+        f"{LOGS}/regime.log",
+    resources:
+        mem_mb=res("local", "mem_mb"),
+        runtime=res("local", "runtime"),
+    conda:
+        CONDA_ENV
+    shell:
+        "{params.py} -m pgd regime --rows {input.rows} --mask-out {input.mask_out}"
+        " --geometry {input.geometry} --training-log {input.curves}"
+        " --out {output.json} --md {output.md} > {log} 2>&1"
