@@ -21,7 +21,10 @@ SIZE = 128
 
 
 def model_cfg(name):
-    return Config.fromfile(str(CONFIG_ROOT / f'{name}.py')).model
+    from pgd.pretrain.check import resolve_pretrained
+    cfg = Config.fromfile(str(CONFIG_ROOT / f'{name}.py'))
+    resolve_pretrained(cfg)  # pretrain_scale none: from scratch, no file
+    return cfg.model
 
 
 def samples(boxes_per_image):

@@ -197,7 +197,10 @@ def test_config_defaults_and_distiller_iteration(hub):
     assert MODELS.build(dict(old, student_channels=4, teacher_channels=4)).warmup_iters == 0
 
     def model_cfg(name):
-        return Config.fromfile(str(CONFIG_ROOT / f'{name}.py')).model
+        from pgd.pretrain.check import resolve_pretrained
+        cfg = Config.fromfile(str(CONFIG_ROOT / f'{name}.py'))
+        resolve_pretrained(cfg)  # pretrain_scale none: from scratch, no file
+        return cfg.model
 
     torch.manual_seed(0)
     model = MODELS.build(dict(type='TeacherStudentDistiller',

@@ -246,7 +246,7 @@ def test_train_stops_before_training_on_a_mismatched_checkpoint(pretrained, tiny
 
 def _default_checkpoint(config: Path):
     from pgd.engine.config_utils import load_config
-    _, cfg = load_config(str(config))
+    _, cfg = load_config(str(config), resolve=False)
     return cfg.get('pretrain_scale'), (cfg.model.backbone.get('init_cfg') or {})
 
 
@@ -315,7 +315,7 @@ def test_missing_scale_checkpoint_is_one_line_naming_file_size_and_backbone(tmp_
 def test_placeholder_without_a_scale_is_one_line():
     from pgd.engine.config_utils import load_config
     from mmengine.config import Config
-    _, cfg = load_config('mini/atss_r18_student')
+    _, cfg = load_config('mini/atss_r18_student', resolve=False)
     plain = cfg.to_dict()
     plain.pop('pretrain_scale')
     msg = _one_line_error(Config(plain))
@@ -327,8 +327,8 @@ def test_distiller_teacher_needs_no_pretrained_file():
     init is dropped, so only the student's file is required (and checked)."""
     from pgd.engine.config_utils import load_config
     from pgd.pretrain.check import pretrained_inits, resolve_pretrained
-    _, student = load_config('mini/atss_r18_student', {'pretrain_scale': 'mini'})
-    _, teacher = load_config('mini/atss_r34_teacher')
+    _, student = load_config('mini/atss_r18_student', {'pretrain_scale': 'mini'}, resolve=False)
+    _, teacher = load_config('mini/atss_r34_teacher', resolve=False)
     cfg = student
     cfg.model = dict(type='TeacherStudentDistiller', student=student.model.to_dict(),
                      teacher=teacher.model.to_dict(), teacher_ckpt='teacher/final.pth')

@@ -38,7 +38,7 @@ SNAKEFILE = REPO / "Snakefile"
 PROFILE = REPO / "workflow" / "profiles" / "slurm" / "config.yaml"
 SMOKE = REPO / "config" / "smoke.yaml"
 TRAIN_RULES = ("train_teacher", "train_student", "distill", "distill_teacher_free")
-CLUSTER_RULES = TRAIN_RULES + ("make_data", "evaluate", "mask_out", "quality_maps")
+CLUSTER_RULES = TRAIN_RULES + ("make_data", "evaluate", "mask_out", "quality_maps", "pretrain_backbone")
 SMOKE_TIMEOUT = 40 * 60  # hard stop; the run itself takes minutes
 
 pytestmark = pytest.mark.slow

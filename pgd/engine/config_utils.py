@@ -58,12 +58,20 @@ def resolve_config(name_or_path: str, root: Path | None = None) -> Path:
                     f"e.g. {names[0] if names else 'mini/atss_r18_student'})")
 
 
-def load_config(name_or_path: str, cfg_options: dict | None = None):
+def load_config(name_or_path: str, cfg_options: dict | None = None, resolve: bool = True):
+    """``(path, Config)`` of a config name or path with ``cfg_options`` merged. With
+    ``resolve`` the mini configs' ``results/{scale}/pretrain/...`` backbone checkpoint is filled
+    from ``pretrain_scale`` (default ``none``: the init is dropped, from scratch), so every
+    command builds a model whose init names a real file
+    (:func:`pgd.pretrain.check.resolve_pretrained`)."""
     from mmengine.config import Config
     path = resolve_config(name_or_path)
     cfg = Config.fromfile(str(path))
     if cfg_options:
         cfg.merge_from_dict(cfg_options)
+    if resolve:
+        from pgd.pretrain.check import resolve_pretrained
+        resolve_pretrained(cfg)
     return path, cfg
 
 

@@ -59,7 +59,11 @@ def compose(args):
     from pgd.engine.config_utils import load_config
     from pgd.errors import UserError
     from pgd.method_options import check_method_options
-    student_path, cfg = load_config(args.student)
+    # the student's pretrained backbone follows --cfg-options pretrain_scale (the workflow's
+    # scale); the rest of --cfg-options is merged last, into the composed config
+    scale = (getattr(args, 'cfg_options', None) or {}).get('pretrain_scale')
+    student_path, cfg = load_config(args.student,
+                                    {'pretrain_scale': scale} if scale is not None else None)
     method_cfg = load_method(args.method)
     # keys the method reads, values by the workflow schema's rules (pgd.method_options)
     check_method_options(args.method, args.loss_options)

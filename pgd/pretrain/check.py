@@ -172,7 +172,7 @@ def required_checkpoints(config: str, scale: str, cfg_options: dict | None = Non
     scratch). A distillation needs its student's list (its teacher's weights come from the
     teacher's final.pth)."""
     from pgd.engine.config_utils import load_config
-    _, cfg = load_config(config, cfg_options)
+    _, cfg = load_config(config, cfg_options, resolve=False)
     cfg.pretrain_scale = scale
     out = []
     for path in resolve_pretrained(cfg):

@@ -249,3 +249,29 @@ def _pretrain_difficulty(w):
     knobs = _pretrain_dataset("difficulty") or {}
     return ("--difficulty " + " ".join(shlex.quote(f"{k}={v}") for k, v in knobs.items())
             if knobs else "")
+
+
+# ----------------------------------------------------------------------------- premise gates
+
+def _table1_students():
+    """Table 1's student baseline runs (their metrics and learning curves)."""
+    if "table1" not in PLAN.tables:
+        return []
+    rels = dict.fromkeys(r.run for r in PLAN.rows_of("table1") if r.setting == "student")
+    return [PLAN.run(rel) for rel in rels]
+
+
+def _geometry_subjects():
+    """dataset -> Table 1 student config, for the synthetic datasets whose train annotations
+    the workflow writes (the strides PGW sees are the student's)."""
+    out = {}
+    for run in _table1_students():
+        kind = PLAN.datasets[run.dataset]["kind"]
+        if kind in ("shapes", "crowd"):
+            out.setdefault(run.dataset, run.config)
+    return out
+
+
+def _geometry_ann(dataset):
+    kind = PLAN.datasets[dataset]["kind"]
+    return f"{PLAN.data_root(dataset)}/annotations/synthetic_{kind}_train.json"
