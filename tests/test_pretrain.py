@@ -255,7 +255,7 @@ def test_every_mini_config_names_its_scale_pretraining_output(config):
     """The size files name ``results/{scale}/pretrain/<size>/backbone.pth`` (the pretrain
     rule's output); the default scale is none (from scratch: the workflow passes its scale),
     and the planner's helper fills any scale in."""
-    from pgd.pretrain.check import required_checkpoints
+    from pgd.pretrain.required import required_checkpoints
     size = _size_of(config)
     scale, init = _default_checkpoint(config)
     assert scale == 'none'
@@ -268,7 +268,7 @@ def test_every_mini_config_names_its_scale_pretraining_output(config):
 
 
 def test_paper_configs_need_no_local_checkpoint():
-    from pgd.pretrain.check import required_checkpoints
+    from pgd.pretrain.required import required_checkpoints
     for config in sorted((REPO / 'config' / 'detectors' / 'paper').glob('*.py')):
         assert required_checkpoints(f'paper/{config.stem}', 'paper') == [], config.stem
 

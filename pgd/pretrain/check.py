@@ -21,7 +21,7 @@ fills the placeholder from ``cfg.pretrain_scale``; the workflow passes
 ``--cfg-options pretrain_scale=<scale>`` (one option for every size) at every scale whose
 config has a ``pretrain`` block, and makes the job depend on the pretrain rule's output. ``pretrain_scale=none``
 drops the placeholder inits: the backbone trains from scratch (the pre-pretraining behaviour,
-for unit tests and controls). :func:`required_checkpoints` tells the workflow planner which
+for unit tests and controls). :func:`pgd.pretrain.required.required_checkpoints` tells the workflow planner which
 files a config needs, so the train/distill rules can depend on the pretrain rule.
 """
 from __future__ import annotations
@@ -160,25 +160,6 @@ def resolve_pretrained(cfg) -> list:
         init['checkpoint'] = str(init['checkpoint']).replace(SCALE_PLACEHOLDER, str(scale))
         resolved.append(init['checkpoint'])
     return resolved
-
-
-def required_checkpoints(config: str, scale: str, cfg_options: dict | None = None) -> list:
-    """Repo-relative pretrained checkpoints a detector config needs at workflow ``scale``, e.g.
-    ``required_checkpoints('mini/atss_r18_student', 'smoke')`` ->
-    ``['results/smoke/pretrain/mini_r18/backbone.pth']``; ``[]`` for configs that train from
-    scratch or load remote (ImageNet) weights. For the workflow planner: a train or distill job
-    of ``config`` must depend on these files (the ``pretrain_backbone`` rule's output), and must
-    pass ``--cfg-options pretrain_scale=<scale>`` (the configs default to ``none``, from
-    scratch). A distillation needs its student's list (its teacher's weights come from the
-    teacher's final.pth)."""
-    from pgd.engine.config_utils import load_config
-    _, cfg = load_config(config, cfg_options, resolve=False)
-    cfg.pretrain_scale = scale
-    out = []
-    for path in resolve_pretrained(cfg):
-        if '://' not in path and path not in out:
-            out.append(path)
-    return out
 
 
 def pretrain_size(checkpoint: str) -> str | None:

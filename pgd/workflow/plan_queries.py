@@ -11,7 +11,7 @@ from pgd.workflow.runs import BASELINE_FALLBACK, FIGURES, PAPER_TABLES, RUN_KIND
 @functools.lru_cache(maxsize=None)
 def _required_checkpoints(config: str, scale: str) -> tuple:
     # one config load per (config, scale): the DAG asks once per training job
-    from pgd.pretrain.check import required_checkpoints
+    from pgd.pretrain.required import required_checkpoints
     return tuple(required_checkpoints(config, scale))
 
 
