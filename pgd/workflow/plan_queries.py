@@ -91,7 +91,7 @@ class PlanQueries:
 
     def pretrained_checkpoints(self, run: Run) -> List[str]:
         """Local pretrained backbone files the run's config loads at this scale (the
-        ``pretrain_backbone`` rule's outputs, :func:`pgd.pretrain.check.required_checkpoints`);
+        ``pretrain_backbone`` rule's outputs, :func:`pgd.pretrain.required.required_checkpoints`);
         for a distillation the student's (the teacher comes from its final.pth)."""
         return list(_required_checkpoints(run.config, self.scale))
 
