@@ -22,14 +22,14 @@ from pathlib import Path
 import pytest
 import torch
 from mmdet.registry import MODELS
-from mmdet.structures import DetDataSample
 from mmdet.utils import register_all_modules
-from mmengine.structures import InstanceData
 
 from pgd import catalog
 from pgd.engine.registry import register_all
 
 FIXTURE = Path(__file__).resolve().parent / 'fixtures' / 'toy_method'
+from gt_samples import gt_samples  # noqa: E402  (tests/ helper)
+
 SIZE = 128
 
 register_all_modules()
@@ -55,16 +55,7 @@ def toy_method(monkeypatch):
 
 
 def samples():
-    out = []
-    for boxes in ([[10, 12, 70, 100], [60, 20, 120, 60]], [[30, 30, 90, 110]]):
-        ds = DetDataSample(metainfo=dict(img_shape=(SIZE, SIZE), pad_shape=(SIZE, SIZE),
-                                         batch_input_shape=(SIZE, SIZE), scale_factor=(1., 1.)))
-        inst = InstanceData()
-        inst.bboxes = torch.tensor(boxes, dtype=torch.float32)
-        inst.labels = torch.zeros(len(boxes), dtype=torch.long)
-        ds.gt_instances = inst
-        out.append(ds)
-    return out
+    return gt_samples(SIZE, lambda n: torch.zeros(n, dtype=torch.long))
 
 
 def compose(tmp_path, options=None):

@@ -11,16 +11,16 @@ import copy
 import pytest
 import torch
 from mmdet.registry import MODELS
-from mmdet.structures import DetDataSample
 from mmdet.utils import register_all_modules
 from mmengine.logging import MessageHub
-from mmengine.structures import InstanceData
 
 from pgd import catalog
 from pgd.engine.registry import register_all
 
 register_all_modules()
 register_all()
+
+from gt_samples import gt_samples  # noqa: E402  (tests/ helper)
 
 SIZE = 128
 SCALE = 2.5
@@ -38,16 +38,7 @@ def is_distill_term(method: catalog.Method, key: str) -> bool:
 
 
 def samples():
-    out = []
-    for boxes in ([[10, 12, 70, 100], [60, 20, 120, 60]], [[30, 30, 90, 110]]):
-        ds = DetDataSample(metainfo=dict(img_shape=(SIZE, SIZE), pad_shape=(SIZE, SIZE),
-                                         batch_input_shape=(SIZE, SIZE), scale_factor=(1., 1.)))
-        inst = InstanceData()
-        inst.bboxes = torch.tensor(boxes, dtype=torch.float32)
-        inst.labels = torch.arange(len(boxes), dtype=torch.long) % 3
-        ds.gt_instances = inst
-        out.append(ds)
-    return out
+    return gt_samples(SIZE, lambda n: torch.arange(n, dtype=torch.long) % 3)
 
 
 def compose(method: catalog.Method, tmp_path, options):
