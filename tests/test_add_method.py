@@ -24,12 +24,11 @@ import torch
 from mmdet.registry import MODELS
 from mmdet.utils import register_all_modules
 
+from gt_samples import gt_samples  # tests/ helper
 from pgd import catalog
 from pgd.engine.registry import register_all
 
 FIXTURE = Path(__file__).resolve().parent / 'fixtures' / 'toy_method'
-from gt_samples import gt_samples  # noqa: E402  (tests/ helper)
-
 SIZE = 128
 
 register_all_modules()

@@ -14,13 +14,12 @@ from mmdet.registry import MODELS
 from mmdet.utils import register_all_modules
 from mmengine.logging import MessageHub
 
+from gt_samples import gt_samples  # tests/ helper
 from pgd import catalog
 from pgd.engine.registry import register_all
 
 register_all_modules()
 register_all()
-
-from gt_samples import gt_samples  # noqa: E402  (tests/ helper)
 
 SIZE = 128
 SCALE = 2.5
