@@ -100,15 +100,26 @@ def test_matches_loop_reference(seed):
                                    err_msg=f'{cand}/{impl}/{lsz}')
 
 
+def _force_large_batch_paths(monkeypatch, on: bool):
+    """Force (or disable) the paths of the sparse engine that only run on large batches: the
+    top-K group pre-filter and the IoU upper bound of the quality (sparse._bounded_quality)."""
+    import pgd.distill.pgw.sparse as sparse_mod
+    import pgd.distill.pgw.topk as topk_mod
+    monkeypatch.setattr(topk_mod, '_TOPK_PREFILTER_MIN_CELLS', 0 if on else 1 << 40)
+    monkeypatch.setattr(topk_mod, '_TOPK_PREFILTER_MIN_DENSITY', 0 if on else 1 << 40)
+    monkeypatch.setattr(sparse_mod, '_BOUND_MIN_CELLS', 0 if on else 1 << 40)
+    monkeypatch.setattr(sparse_mod, '_BOUND_MIN_CELLS_PER_GT', 0 if on else 1 << 40)
+
+
 @pytest.mark.parametrize('prefilter', (False, True))
 @pytest.mark.parametrize('seed', range(60))
 def test_torch_loop_reference_matches_batched(seed, prefilter, monkeypatch):
     """The plain per-image, per-GT torch loop (the benchmark's speed baseline) gives the same
     masks as the batched PGW: bit-identical in float32 (the training dtype), to rounding in
     float64 (its Gaussian sums in a different order), and agrees with the NumPy reference.
-    ``prefilter``: force the exact top-K pre-filter that normally only runs on large batches."""
-    import pgd.distill.pgw.sparse as pgw_mod
-    monkeypatch.setattr(pgw_mod, '_TOPK_PREFILTER_MIN_CELLS', 0 if prefilter else 1 << 40)
+    ``prefilter``: force the exact top-K pre-filter and the quality bound, which normally only
+    run on large batches."""
+    _force_large_batch_paths(monkeypatch, prefilter)
     case, k, xi, _ = make_case(seed)
     case, sizes = _pop_sizes(case)
     xis = (xi, 0.6)
@@ -454,3 +465,66 @@ def test_chunked_quality_equals_unchunked():
         full = quality_scores(*args, xi=xi, inside_only=inside_only)
         small = quality_scores(*args, xi=xi, inside_only=inside_only, chunk_elems=50)
         torch.testing.assert_close(full, small)
+
+
+@pytest.mark.parametrize('seed', range(24))
+def test_quality_bound_is_exact_with_ties_and_nan(seed, monkeypatch):
+    """The IoU upper bound of the quality (only the cells that can make a top-K get their
+    probability and powers) selects exactly what computing every quality selects: float32
+    masks bit-identical to those without the bound and pre-filter and to the per-GT torch
+    loop, with predicted boxes snapped to a coarse grid (many equal IoUs and qualities),
+    probabilities 0 and 1, NaN boxes and probabilities, several xi (also outside the bound's
+    range, where it is not used). With NaN inputs the comparison is with the sparse engine
+    without the bound only: the sparse engine and the loop rank NaN qualities differently
+    (NaN counts as 0 in the sparse engine), independently of the bound."""
+    case, k, _, _ = make_case(seed)
+    case, sizes = _pop_sizes(case)
+    g = torch.Generator().manual_seed(1000 + seed)
+    case = {key: (v.float() if torch.is_tensor(v) and v.is_floating_point() else v)
+            for key, v in case.items()}
+    boxes, prob = case['boxes'].clone(), case['cls_prob'].clone()
+    if seed % 2:
+        boxes = torch.round(boxes / 8) * 8                       # ties of IoU
+        prob = torch.round(prob * 4) / 4                         # ties of p, 0 and 1
+    with_nan = seed % 4 >= 2
+    if with_nan:
+        boxes[torch.rand(boxes.shape[:3], generator=g) < 0.02] = float('nan')
+        prob[torch.rand(prob.shape, generator=g) < 0.02] = float('nan')
+    case.update(boxes=boxes, cls_prob=prob)
+    xis = ((0.8, 0.6), (0.5, 1.0), (0.05, 0.3), (0.005, 0.3))[(seed // 2) % 4]
+    for cand in ('inside', 'all_then_mask'):
+        loop = pgw_loop_torch_multi(**case, xis=xis, k=k, candidates=cand)
+        outs = {}
+        for on in (False, True):
+            _force_large_batch_paths(monkeypatch, on)
+            outs[on] = pgw_masks(**case, xis=xis, k=k, candidates=cand, impl='sparse',
+                                 level_sizes=sizes)
+        for a, b, c in zip(outs[True], outs[False], loop):
+            assert torch.equal(a, b), (cand, xis)
+            if not with_nan:
+                assert torch.equal(a, c), (cand, xis)
+
+
+@pytest.mark.parametrize('num_cells', (1000, 1029, 4096 + 37))
+def test_quality_of_a_subset_equals_the_full_computation(num_cells):
+    """``pow`` differs by up to 1 ulp between torch's vectorised blocks and its scalar
+    remainder loop; the bound's recomputation of the kept cells reproduces the full chunked
+    computation bit for bit anyway (sparse._quality_at), for any subset."""
+    from pgd.distill.pgw.quality import _cell_quality
+    from pgd.distill.pgw.sparse import _quality_at
+    g = torch.Generator().manual_seed(num_cells)
+    num_n, num_g = 600, 7
+    prob = torch.rand(1, num_n, 1, 3, generator=g)
+    ctr = torch.rand(1, num_n, 1, 2, generator=g) * 100
+    boxes = torch.cat([ctr - 10, ctr + 10 * torch.rand(1, num_n, 1, 2, generator=g) + 1], -1)
+    gts = torch.rand(1, num_g, 2, generator=g) * 100
+    gt_bboxes = torch.cat([gts, gts + 20], -1)
+    labels = torch.randint(0, 3, (1, num_g), generator=g)
+    seg = torch.sort(torch.randint(0, num_g, (num_cells, ), generator=g)).values
+    bn = torch.randint(0, num_n, (num_cells, ), generator=g)
+    for chunk in (128, 1024):
+        full = _cell_quality(prob, boxes, gt_bboxes, labels, seg, bn, (0.8, 0.6), chunk)
+        for frac in (0.05, 0.5, 1.0):
+            cells = (torch.rand(num_cells, generator=g) < frac).nonzero().squeeze(1)
+            got = _quality_at(prob, boxes, gt_bboxes, labels, seg, bn, (0.8, 0.6), cells, chunk)
+            assert torch.equal(got, full[:, cells]), (chunk, frac)

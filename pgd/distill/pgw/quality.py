@@ -113,6 +113,38 @@ def _cell_quality(cls_prob: Tensor, boxes: Tensor, gt_bboxes: Tensor, gt_labels:
     return outs
 
 
+def _cell_max_iou(boxes: Tensor, gt_bboxes: Tensor, seg: Tensor, bn: Tensor,
+                  chunk_elems: int = DEFAULT_CHUNK_ELEMS) -> Tensor:
+    """``u[p] = max_a IoU(gt[seg[p]], boxes[bn[p], a])`` of every cell, NaN -> 0: (P,).
+
+    The same IoU kernels (hence the same float values) as :func:`_cell_quality`, without the
+    class-probability gather and the powers: the sparse engine ranks cells by ``u`` first,
+    because ``q <= u^xi`` bounds the quality from above (see ``sparse._bounded_quality``).
+    """
+    dt = _work_dtype(boxes)
+    num_pairs = bn.numel()
+    num_b, num_n, num_a = boxes.shape[:3]
+    out = boxes.new_empty((num_pairs, ), dtype=dt)
+    step = max(1, chunk_elems // max(1, num_a))
+    gts = gt_bboxes.reshape(-1, 4).to(dt).contiguous()
+    g_area = (gts[:, 2] - gts[:, 0]) * (gts[:, 3] - gts[:, 1])               # mmdet's area1
+    if num_a == 1:
+        pred_rows = boxes.reshape(num_b * num_n, 4).to(dt).contiguous()
+    else:
+        flat_boxes = boxes.reshape(num_b * num_n, num_a * 4)
+        g_cols = [gts[:, i].contiguous() for i in range(4)] + [g_area]
+    for s in range(0, num_pairs, step):
+        cb, cs = bn[s:s + step], seg[s:s + step]
+        if num_a == 1:
+            out[s:s + step] = _aligned_iou(_gather_rows4(gts, cs), g_area.index_select(0, cs),
+                                           _gather_rows4(pred_rows, cb))
+            continue
+        pred = flat_boxes.index_select(0, cb).view(-1, num_a, 4).to(dt)
+        gx1, gy1, gx2, gy2, g_ar = (c.index_select(0, cs)[:, None] for c in g_cols)
+        torch.amax(_iou_with_gts(gx1, gy1, gx2, gy2, g_ar, pred), dim=-1, out=out[s:s + step])
+    return torch.nan_to_num_(out, nan=0.0)
+
+
 def _pair_quality(cls_prob: Tensor, boxes: Tensor, gt_bboxes: Tensor, gt_labels: Tensor,
                   pb: Tensor, pg: Tensor, pn: Tensor, xis: Sequence[float],
                   chunk_elems: int = DEFAULT_CHUNK_ELEMS) -> List[Tensor]:

@@ -16,7 +16,9 @@ from torch import Tensor
 from .defaults import _work_dtype
 from .importance import _mahalanobis_sq, _segment_gaussian
 from .locations import _expand_rows, _grid_rows, _inside_cells
-from .quality import _cell_quality
+from .quality import _cell_max_iou, _cell_quality
+from .topk import (_TOPK_GROUP, _group_threshold, _segment_order, _segment_topk,  # noqa: F401
+                   _stable_argsort)
 
 #: The sparse path computes the quality in blocks of at most this many (pair, prediction)
 #: elements: its temporaries (~0.25-0.5 MB) are then recycled by the allocator instead of being
@@ -27,102 +29,125 @@ SPARSE_CHUNK_ELEMS = 1 << 16
 #: cache (measured on that benchmark: ~1.5-2.5 ms less of ~20 ms; no gain for A = 9).
 SPARSE_CHUNK_ELEMS_A1 = 1 << 15
 
-#: On CPU, torch sorts a 1-D int64 tensor with a radix sort (fbgemm) only from this many
-#: elements on (``at::internal::GRAIN_SIZE``); below, a comparison sort runs, ~3x slower per key
-#: from ~10k keys (measured: 16k keys 0.97 ms, the same padded to 32,768 keys 0.68 ms; 31.7k
-#: keys 1.96 vs 0.77 ms).
-_CPU_RADIX_SORT_MIN = 1 << 15
+
+def _sparse_chunk(cls_prob: Tensor, chunk_elems: int) -> int:
+    """Block size of the per-cell quality / IoU loops (see the two constants above)."""
+    return min(chunk_elems, SPARSE_CHUNK_ELEMS if cls_prob.shape[2] > 1 else SPARSE_CHUNK_ELEMS_A1)
 
 
-def _stable_argsort(key: Tensor) -> Tensor:
-    """``torch.sort(key, stable=True).indices`` of a 1-D int64 ``key``.
+#: Relative margin of the IoU threshold of :func:`_bounded_quality`. It covers the rounding of
+#: ``fl(fl(p^a) * fl(u^xi))`` (two powers of <= 1 ulp and a product: e < 3e-7 relative in
+#: float32), raised to the power ``1 / xi <= 20``: ``(1 + e)^20 - 1 < 6e-6``, ~16x below the
+#: margin, plus the float32 rounding of the threshold (6e-8). A larger margin only keeps a few
+#: more cells.
+_BOUND_MARGIN = 1e-4
+#: The bound is used only for k-th qualities at least this large: far above the denormal range,
+#: where the relative rounding bounds above would not hold.
+_BOUND_MIN_Q = 1e-20
+#: The bound is used only for xi in this range (``p^(1 - xi) <= 1`` needs xi <= 1; tiny xi
+#: would make ``u^xi`` nearly constant and the margin ``(1 + e)^(1 / xi)`` large).
+_BOUND_XI = (0.05, 1.0)
+#: The bound is used only from this many cells, and from :data:`_BOUND_MIN_CELLS_PER_GT` per
+#: (image, GT) with cells on average: below, its ~40 extra ops cost more than the gathers and
+#: powers it saves (measured, 1 thread: mini ATSS/AutoAssign batches, 42k cells, ~440 per GT:
+#: 7.9 -> 10.8 ms with the bound; COCO-sized inside rule, ~850 per GT: equal; COCO-sized
+#: official rule, ~2,200 per GT: 46 -> 37 ms). Module constants, so the tests can force it.
+_BOUND_MIN_CELLS = 1 << 15
+_BOUND_MIN_CELLS_PER_GT = 1024
+#: A sample of a segment wider than this many multiples of k (only with many ties of the IoU)
+#: is not used: that segment keeps all its cells (bounds the (X, segments, width) table).
+_BOUND_MAX_SAMPLE = 32
 
-    On CPU, a key array of 12k-32k elements is padded with copies of its maximum up to
-    :data:`_CPU_RADIX_SORT_MIN` so that torch takes its (faster) radix sort: the stable sort
-    puts the padding after every real key, so the first ``n`` indices are the same
-    permutation. Only a speed matter (any device, any size gives the same result).
+
+def _bounded_quality(cls_prob, boxes, gt_bboxes, gt_labels, seg, bn, seg_count, xis, k,
+                     chunk_elems):
+    """Quality (X, C) of only the cells that can be in a top-``k`` of their segment.
+
+    Returns ``(cand, qual)``: ``cand`` (C,) ascending indices into the cells (None = all
+    cells), ``qual`` (X, C) their quality per xi, bit-identical to :func:`_cell_quality`.
+
+    Exact upper bound: ``q = fl(fl(p^(1-xi)) fl(u^xi)) <= u^xi (1 + e)`` with ``p <= 1``,
+    ``u`` the IoU (max over A, :func:`_cell_max_iou`) and ``e`` a few ulp. Lower bound of the
+    k-th largest quality ``v_k`` of a segment: ``t`` = the k-th largest quality of a sample of
+    its cells (any sample of at least k cells: ``v_k >= t``). The sample is the cells with
+    ``u >=`` the k-th largest group maximum of ``u`` (:func:`_group_threshold`: at least k
+    cells, the best by IoU; ~135 per GT on the COCO-sized benchmark). Every top-k cell has
+    ``q >= v_k >= t``, hence ``u >= (t / (1 + e))^(1/xi) >= t^(1/xi) (1 - margin)``; only
+    the cells above that IoU threshold (the smallest over the xi) get their probability
+    gathered and their powers computed (~5 % of the official rule's cells, ~12 % of the
+    inside cells on that benchmark; the inside rule has too few cells per GT there to gain,
+    see :data:`_BOUND_MIN_CELLS_PER_GT`). Segments with fewer than ``k`` groups or with ``t < 1e-20``
+    (zero-quality cells may then be selected by index; NaN counts 0) keep all their cells.
+    The kept cells stay in their original order, so their top-k -- ties included -- is the
+    top-k of all cells.
     """
-    n = key.numel()
-    if key.device.type == 'cpu' and (3 * _CPU_RADIX_SORT_MIN) // 8 <= n < _CPU_RADIX_SORT_MIN:
-        pad = key.max().expand(_CPU_RADIX_SORT_MIN - n)
-        return torch.sort(torch.cat([key, pad]), stable=True).indices[:n]
-    return torch.sort(key, stable=True).indices
-
-
-def _segment_order(seg: Tensor, q: Tensor) -> Tensor:
-    """Permutation ordering pairs by (segment asc, q desc, original position asc).
-
-    ``seg`` must be non-decreasing. For float32 ``q >= 0`` one stable sort of an int64 key
-    ``seg * 2^31 + (2^31 - 1 - bits(q))`` is used (the IEEE bit pattern of a non-negative
-    float is monotone in its value); otherwise two stable sorts.
-    """
-    if q.dtype == torch.float32 and q.numel() and int(seg[-1]) < (1 << 31):
-        # nan -> 0 and -0.0 -> +0.0 so that the bit pattern is monotone
-        bits = (torch.nan_to_num(q, nan=0.0).clamp(min=0) + 0.0).view(torch.int32).long()
-        key = seg * (1 << 31) + ((1 << 31) - 1 - bits)
-        return _stable_argsort(key)
-    o1 = torch.sort(q, descending=True, stable=True).indices
-    o2 = torch.sort(seg[o1], stable=True).indices
-    return o1[o2]
-
-
-#: Cells per group of the exact top-K pre-filter in :func:`_segment_topk`.
-_TOPK_GROUP = 16
-#: Below this many cells the pre-filter costs more (in op overhead) than it saves.
-_TOPK_PREFILTER_MIN_CELLS = 1 << 15
-
-
-def _segment_topk(seg: Tensor, q: Tensor, seg_count: Tensor, k: int,
-                  group: int = _TOPK_GROUP,
-                  prefilter_min_cells: Optional[int] = None) -> Tensor:
-    """Indices of the top-``k`` cells of every segment, ordered by (segment, q desc, index).
-
-    ``seg`` (P,) is non-decreasing, ``seg_count`` its counts. Same selection as sorting all
-    cells with :func:`_segment_order` and keeping the first ``k`` of each segment -- which is
-    what is done for fewer than ``prefilter_min_cells`` cells (default
-    :data:`_TOPK_PREFILTER_MIN_CELLS`). For more, only the cells that
-    can make the top-k are sorted. Exact pre-filter: the cells of a segment are split into
-    consecutive groups of ``clamp(count // k, 1, group)`` cells; if a segment has at least
-    ``k`` groups (always, unless it has fewer than ``k`` cells), the k-th largest group maximum
-    ``t`` is a lower bound of its k-th largest value (k distinct cells are >= t), so every cell
-    below ``t`` is discarded before the sort; ties at ``t`` are kept and the stable sort breaks
-    them by index as before. ``q`` is overwritten.
-    """
-    device = seg.device
-    if seg.numel() == 0:
-        return seg.new_zeros(0)
-    # nan -> 0 and -0.0 -> +0.0, as _segment_order does, so the pre-filter ranks the same keys
-    q = torch.nan_to_num_(q, nan=0.0).clamp_(min=0).add_(0.0)
-    num_seg = seg_count.numel()
-    if prefilter_min_cells is None:
-        prefilter_min_cells = _TOPK_PREFILTER_MIN_CELLS
-    if seg.numel() < prefilter_min_cells:
-        cand, c_seg, c_q, c_count = None, seg, q, seg_count
+    num_x, num_seg = len(xis), seg_count.numel()
+    lo, hi = _BOUND_XI
+    dense_enough = seg.numel() >= _BOUND_MIN_CELLS_PER_GT * int((seg_count > 0).sum())
+    if (seg.numel() < _BOUND_MIN_CELLS or not dense_enough or cls_prob.shape[2] != 1
+            or chunk_elems % _VEC_BLOCK or not all(lo <= x <= hi for x in xis)):
+        return None, _cell_quality(cls_prob, boxes, gt_bboxes, gt_labels, seg, bn, xis,
+                                   chunk_elems)
+    u = _cell_max_iou(boxes, gt_bboxes, seg, bn, chunk_elems)          # (P,), NaN -> 0
+    # IoU threshold 0 (fewer than k groups with a positive IoU): t would be 0, keep all
+    u_thr = _group_threshold(seg, u, seg_count, k, _TOPK_GROUP, fill=float('inf'))
+    u_thr = u_thr.masked_fill_(u_thr <= 0, float('inf'))
+    sample = (u >= u_thr.index_select(0, seg)).nonzero().squeeze(1)
+    s_seg = seg.index_select(0, sample)
+    s_count = torch.bincount(s_seg, minlength=num_seg)
+    width = min(int(s_count.max()) if s_count.numel() else 0, _BOUND_MAX_SAMPLE * k)
+    q_s = _cell_quality(cls_prob, boxes, gt_bboxes, gt_labels, s_seg, bn.index_select(0, sample),
+                        xis, chunk_elems)
+    q_s = torch.nan_to_num_(q_s, nan=0.0).clamp_(min=0)
+    # k-th largest sampled quality per segment, on a (X, segments, width) table padded with
+    # -1 (sample cells are grouped by segment, slot = rank within the segment)
+    slot = torch.arange(sample.numel(), device=seg.device) - (
+        torch.cumsum(s_count, 0) - s_count).index_select(0, s_seg)
+    fits = slot < width
+    table = q_s.new_full((num_x, num_seg * width), -1.0)
+    table.index_copy_(1, (s_seg * width + slot)[fits], q_s[:, fits])
+    if width >= k:
+        t = table.view(num_x, num_seg, width).topk(k, dim=2, sorted=False).values.amin(dim=2)
     else:
-        # groups: per segment runs of g = clamp(count // k, 1, group) cells, the last one
-        # shorter; ceil(count / g) >= k groups whenever count >= k
-        g_size = torch.div(seg_count, k, rounding_mode='floor').clamp_(1, group)
-        g_count = torch.div(seg_count + g_size - 1, g_size, rounding_mode='floor')
-        g_end = torch.cumsum(g_count, 0)
-        g_len = torch.repeat_interleave(g_size, g_count, output_size=int(g_end[-1]))
-        has = g_count > 0
-        g_len[g_end[has] - 1] = seg_count[has] - (g_count[has] - 1) * g_size[has]
-        g_max = torch.segment_reduce(q, 'max', lengths=g_len)
-        g_seg = torch.repeat_interleave(torch.arange(num_seg, device=device), g_count,
-                                        output_size=g_len.numel())
-        g_order = _segment_order(g_seg, g_max)
-        thr = q.new_full((num_seg, ), float('-inf'))
-        big = g_count >= k
-        thr[big] = g_max[g_order[(g_end - g_count)[big] + (k - 1)]]
-        cand = (q >= thr.index_select(0, seg)).nonzero().squeeze(1)
-        c_seg, c_q = seg.index_select(0, cand), q.index_select(0, cand)
-        c_count = torch.bincount(c_seg, minlength=num_seg)
-    order = _segment_order(c_seg, c_q)
-    c_start = torch.cumsum(c_count, 0) - c_count
-    # the sorted order keeps segments grouped, so slot i belongs to segment c_seg[i]
-    keep = (torch.arange(c_seg.numel(), device=device) - c_start.index_select(0, c_seg)) < k
-    chosen = order[keep]
-    return chosen if cand is None else cand.index_select(0, chosen)
+        t = table.new_full((num_x, num_seg), -1.0)
+    ok = (t >= _BOUND_MIN_Q) & (s_count <= width)[None]   # -1: fewer than k sampled
+    inv_xi = 1.0 / torch.tensor(xis, dtype=torch.float64, device=seg.device)[:, None]
+    thr = t.to(torch.float64).pow(inv_xi).mul_(1.0 - _BOUND_MARGIN)
+    thr = thr.masked_fill_(~ok, float('-inf')).amin(dim=0).to(u.dtype)     # (num_seg,)
+    cand = (u >= thr.index_select(0, seg)).nonzero().squeeze(1)
+    return cand, _quality_at(cls_prob, boxes, gt_bboxes, gt_labels, seg, bn, xis, cand,
+                             chunk_elems)
+
+
+#: torch's CPU elementwise loops run blocks of 2 vector widths (<= 32 float32 on AVX-512) and
+#: a scalar loop for the rest of a tensor, and ``pow`` differs by up to 1 ulp between the two.
+_VEC_BLOCK = 64
+
+
+def _quality_at(cls_prob, boxes, gt_bboxes, gt_labels, seg, bn, xis, cells, chunk_elems):
+    """``_cell_quality(all cells)[:, cells]`` bit for bit, computing only ``cells`` (ascending).
+
+    ``pow`` is not position-independent on CPU (vectorised blocks vs the scalar remainder of
+    each tensor, up to 1 ulp apart, which can reorder tied qualities). The full computation
+    runs chunks of ``chunk_elems`` cells (a multiple of :data:`_VEC_BLOCK`), so only cells among
+    the last 64 can fall in a scalar remainder. Here the other requested cells are padded to a
+    multiple of 64 (all vectorised, as there), and the last 64 cells are recomputed behind
+    ``L mod 64`` dummy cells, ``L`` the length of the last full chunk, so each of them sits at
+    the same distance from a chunk end as in the full computation. Requires A = 1.
+    """
+    num_cells = seg.numel()
+    tail0 = max(0, num_cells - _VEC_BLOCK)
+    last_len = num_cells - chunk_elems * ((num_cells - 1) // chunk_elems)
+    front = cells[cells < tail0]
+    n_tail = num_cells - tail0
+    idx = torch.cat([front, front.new_zeros((-front.numel()) % _VEC_BLOCK),
+                     front.new_zeros((last_len - n_tail) % _VEC_BLOCK),
+                     torch.arange(tail0, num_cells, device=cells.device)])
+    q = _cell_quality(cls_prob, boxes, gt_bboxes, gt_labels, seg.index_select(0, idx),
+                      bn.index_select(0, idx), xis, chunk_elems)
+    pos_tail = idx.numel() - n_tail + (cells[cells >= tail0] - tail0)
+    return q.index_select(1, torch.cat([torch.arange(front.numel(), device=cells.device),
+                                        pos_tail]))
 
 
 def _normalise_at(out: Tensor, pos: Tensor, level_index: Tensor, num_levels: int,
@@ -170,9 +195,11 @@ def _sparse_pgw(cls_prob, boxes, points, gt_bboxes, gt_labels, gt_valid, xis, k,
     out = cls_prob.new_zeros((num_x * num_b * num_n, ), dtype=dt)
     if num_cells == 0:
         return list(out.view(num_x, num_b, num_n))
-    qual = _cell_quality(cls_prob, boxes, gt_bboxes, gt_labels, seg, bn, xis,
-                         min(chunk_elems, SPARSE_CHUNK_ELEMS if cls_prob.shape[2] > 1
-                             else SPARSE_CHUNK_ELEMS_A1))                         # (X, P)
+    cand, qual = _bounded_quality(cls_prob, boxes, gt_bboxes, gt_labels, seg, bn, seg_count,
+                                  xis, k, _sparse_chunk(cls_prob, chunk_elems))   # (X, P')
+    if cand is not None:                # only the cells that can make a top-K from here on
+        seg, bn = seg.index_select(0, cand), bn.index_select(0, cand)
+        seg_count, num_cells = torch.bincount(seg, minlength=num_seg), cand.numel()
     # All xi at once: the cells of mask x form the segments x * num_seg + (b * G + g), so
     # the top-K, the Gaussian fit and the normalisation run once over X * P cells (one set of
     # ops instead of one per xi, and sorts large enough for torch's radix sort). Cells keep
@@ -202,13 +229,18 @@ def _prediction_reach(boxes: Tensor, points: Tensor,
     than ``reach`` outside a GT box has IoU 0, hence quality 0, with that GT. NaN boxes (quality
     NaN, counted as 0) are ignored.
     """
-    px, py = points[:, 0, None].to(boxes.dtype), points[:, 1, None].to(boxes.dtype)
-    ext = torch.stack([px - boxes[..., 0], boxes[..., 2] - px,
-                       py - boxes[..., 1], boxes[..., 3] - py], -1)          # (B, N, A, 4)
-    ext = torch.nan_to_num(ext, nan=0.0).amax(dim=(2, 3)).clamp(min=0)      # (B, N)
-    parts = ext.split([h * w for h, w in level_sizes], dim=1)
-    return torch.stack([p.amax(dim=1) if p.shape[1] else p.new_zeros(p.shape[0])
-                        for p in parts], dim=1)
+    num_b, num_n = boxes.shape[:2]
+    # (box - centre) * (-1, -1, 1, 1) = (px - x1, py - y1, x2 - px, y2 - py) exactly (IEEE
+    # subtraction is antisymmetric): two whole-tensor ops instead of four strided ones + stack
+    ctr = points.to(boxes.dtype)[:, None, :].repeat(1, 1, 2)                   # (N, 1, 4)
+    sign = boxes.new_tensor([-1.0, -1.0, 1.0, 1.0])
+    ext = (boxes - ctr).mul_(sign).nan_to_num_(nan=0.0).view(num_b, num_n, -1)
+    out, start = [], 0
+    for h, w in level_sizes:
+        part = ext[:, start:start + h * w]
+        out.append(part.amax(dim=(1, 2)) if part.numel() else ext.new_zeros(num_b))
+        start += h * w
+    return torch.stack(out, dim=1).clamp_(min=0)
 
 
 def _lowest_free_indices(seg: Tensor, n: Tensor, seg_need: Tensor, num_n: int, k: int):
@@ -263,9 +295,11 @@ def _sparse_pgw_all(cls_prob, boxes, points, gt_bboxes, gt_labels, gt_valid, xis
     num_cells = seg.numel()
     x_off = torch.arange(num_x, device=seg.device) * num_seg
     if num_cells:
-        qual = _cell_quality(cls_prob, boxes, gt_bboxes, gt_labels, seg, bn, xis,
-                             min(chunk_elems, SPARSE_CHUNK_ELEMS if cls_prob.shape[2] > 1
-                                 else SPARSE_CHUNK_ELEMS_A1))                     # (X, P)
+        cand, qual = _bounded_quality(cls_prob, boxes, gt_bboxes, gt_labels, seg, bn,
+                                      seg_count, xis, k, _sparse_chunk(cls_prob, chunk_elems))
+        if cand is not None:
+            seg, bn = seg.index_select(0, cand), bn.index_select(0, cand)
+            seg_count, num_cells = torch.bincount(seg, minlength=num_seg), cand.numel()
         seg_x = (seg + x_off[:, None]).view(-1)
         q_flat = qual.view(-1)
         chosen = _segment_topk(seg_x, q_flat, seg_count.repeat(num_x), k)
