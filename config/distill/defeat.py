@@ -11,3 +11,7 @@ distill_losses = dict(defeat=dict(
     head_kl='sigmoid'))
 detector_overrides = dict(atss=dict(), gfl=dict(), ddod=dict(), fcos=dict(), autoassign=dict())
 optim_wrapper = dict(clip_grad=dict(max_norm=35, norm_type=2))
+# No teacher-init: the official DeFeat code loads the teacher checkpoint into the teacher only;
+# the student starts from its ImageNet backbone (or an optional student checkpoint)
+# (ggjy/DeFeat.pytorch, tools/train_kd.py: --checkpoint_t / --checkpoint_s).
+init_student_from_teacher = False

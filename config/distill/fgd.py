@@ -8,3 +8,7 @@ detector_overrides = dict(
     fcos=dict(fgd=dict(preset='fcos')),
     autoassign=dict(fgd=dict(preset='fcos')))
 optim_wrapper = dict(clip_grad=dict(max_norm=35, norm_type=2))
+# Teacher-init: the official FGD configs set init_student=True (yzd-v/FGD,
+# configs/distillers/fgd/*.py); its distiller then copies every non-backbone tensor of the
+# teacher into the student (mmdet/distillation/distillers/detection_distiller.py).
+init_student_from_teacher = True

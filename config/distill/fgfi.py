@@ -14,3 +14,7 @@ distill_losses = dict(fgfi=dict(type='FGFILoss', loss_weight=0.01, psi=0.5, cent
                                 warmup_iters=400))
 detector_overrides = dict(atss=dict(), gfl=dict(), ddod=dict(), fcos=dict(), autoassign=dict())
 optim_wrapper = dict(clip_grad=dict(max_norm=35, norm_type=2))
+# No teacher-init: the official FGFI code loads the teacher ("supervisor") checkpoint into a
+# separate network; the student starts from its ImageNet backbone
+# (twangnh/Distilling-Object-Detectors, trainval_net_sup.py).
+init_student_from_teacher = False

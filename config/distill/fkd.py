@@ -7,3 +7,7 @@
 distill_losses = dict(fkd=dict(type='FKDLoss', attention_term='code'))
 detector_overrides = dict(atss=dict(), gfl=dict(), ddod=dict(), fcos=dict(), autoassign=dict())
 optim_wrapper = dict(clip_grad=dict(max_norm=35, norm_type=2))
+# No teacher-init: the FKD paper describes no teacher initialisation, and among the official
+# codes checked only PGD's and FGD's do it (their configs' init_student); the student
+# starts from its ImageNet backbone. (FKD's own code was not checked.)
+init_student_from_teacher = False

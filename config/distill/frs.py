@@ -7,3 +7,7 @@ detector_overrides = dict(
     fcos=dict(frs=dict(preset='fcos')),
     autoassign=dict(frs=dict(preset='fcos')))
 optim_wrapper = dict(clip_grad=dict(max_norm=35, norm_type=2))
+# No teacher-init: the official FRS code loads the teacher checkpoint into its own teacher
+# model only (duzhixing/FRS, detectors/distill_frs_single.py: init_detector(teacher_cfg,
+# teacher_model_path)); the student starts from its ImageNet backbone.
+init_student_from_teacher = False

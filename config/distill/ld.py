@@ -40,3 +40,6 @@ ld_head_options = ('vlr_alpha', 'vlr_topk', 'vlr_exclude_pos')
 ld_head_module = 'pgd.distill.ld_vlr_head'  # registers LDVLRHead (custom_imports)
 # The detectors LD supports (GFL only: its KL needs the general distribution head) are declared
 # in pgd/catalog.py, the one home of that fact.
+# No teacher-init: LD's student (MMDetection's KnowledgeDistillationSingleStageDetector)
+# starts from its ImageNet backbone; the teacher only supplies soft targets.
+init_student_from_teacher = False

@@ -34,3 +34,5 @@ lgd = dict(
 # initialised backbone for 1/9 of the run is the paper's rule applied literally; pass
 # --loss-options freeze_backbone_ratio=0 to ablate.)
 detector_overrides = dict(atss=dict(), fcos=dict(), gfl=dict(), ddod=dict(), autoassign=dict())
+# Teacher-free: there is no teacher to initialise from.
+init_student_from_teacher = False

@@ -31,3 +31,8 @@ detector_overrides = dict(
     gfl=dict(pgd=dict(alpha=0.04)),
     autoassign=dict(pgd=dict(alpha=0.08, tau=0.4)))
 optim_wrapper = dict(clip_grad=dict(max_norm=35, norm_type=2))
+# Teacher-init: the official code copies every non-backbone tensor of the teacher checkpoint
+# (neck and head) into the student before training (ChenhongyiYang/PGD,
+# mmdet/distillation/distillers/distill_base.py, `init_student`; True in every
+# work_configs/pgd_*.py).
+init_student_from_teacher = True

@@ -67,6 +67,12 @@ def _strip_prefix_hook(prefix_to_drop: str):
     return hook
 
 
+def _isolated_rng():
+    """Random draws inside leave the global RNG (CPU and the current CUDA device) untouched."""
+    devices = [torch.cuda.current_device()] if torch.cuda.is_available() else []
+    return torch.random.fork_rng(devices=devices)
+
+
 def _weighted(value, weight: float):
     if isinstance(value, (list, tuple)):
         return type(value)(v * weight for v in value)
@@ -104,7 +110,12 @@ class TeacherStudentDistiller(StudentWrapperDetector):
         super().__init__(data_preprocessor=data_preprocessor or student.get('data_preprocessor'),
                          init_cfg=init_cfg)
         self.student = MODELS.build(student)
-        self.teacher = MODELS.build(teacher)
+        # Everything built after the student draws its random initial values from a forked
+        # RNG, so the student's weights and every later random draw are those of the plain
+        # student run with the same seed (the zero-weight sanity row checks this bit for bit).
+        with _isolated_rng():
+            self.teacher = MODELS.build(teacher)
+            self.distill_losses = self._build_losses(distill_losses)
         self.teacher_ckpt = teacher_ckpt
         self.init_student_from_teacher = init_student_from_teacher
         for p in self.teacher.parameters():
@@ -119,8 +130,10 @@ class TeacherStudentDistiller(StudentWrapperDetector):
                              f'{type(t_head).__name__} must be the same type')
         self._s_capture = _TowerCapture(s_head)
         self._t_capture = _TowerCapture(t_head)
+
+    def _build_losses(self, distill_losses: Optional[Dict[str, dict]]) -> nn.ModuleDict:
         s_ch, t_ch = self.student.neck.out_channels, self.teacher.neck.out_channels
-        self.distill_losses = nn.ModuleDict()
+        losses = nn.ModuleDict()
         #: loss name -> weight the distiller applies (losses without their own loss_weight)
         self.outer_loss_weights: Dict[str, float] = {}
         for name, cfg in (distill_losses or {}).items():
@@ -131,7 +144,8 @@ class TeacherStudentDistiller(StudentWrapperDetector):
                 cfg.setdefault('teacher_channels', t_ch)
             if 'loss_weight' not in params:
                 self.outer_loss_weights[name] = float(cfg.pop('loss_weight', 1.0))
-            self.distill_losses[name] = MODELS.build(cfg)
+            losses[name] = MODELS.build(cfg)
+        return losses
 
     # ------------------------------------------------------------------ weights
     def _fill_teacher_keys(self, state_dict, prefix, local_metadata, strict, missing_keys,
@@ -141,7 +155,11 @@ class TeacherStudentDistiller(StudentWrapperDetector):
             state_dict.setdefault(prefix + key, value)
 
     def init_weights(self) -> None:
-        super().init_weights()
+        # The student first, from the RNG state the plain student run would have; the
+        # teacher's (overwritten by its checkpoint) and the losses' from a forked one.
+        self.student.init_weights()
+        with _isolated_rng():
+            super().init_weights()  # skips the student: it is initialised already
         if self.teacher_ckpt:
             from mmengine.runner import load_checkpoint
             load_checkpoint(self.teacher, self.teacher_ckpt, map_location='cpu', strict=True,

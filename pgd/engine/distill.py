@@ -19,7 +19,8 @@ import argparse
 from pathlib import Path
 
 from pgd.engine.distill_common import (DETECTOR_NAMES, catalog_method, check_supports,
-                                       detector_name, load_method, split_loss_scale)
+                                       detector_name, load_method, split_loss_scale,
+                                       teacher_init)
 from pgd.engine.distill_feature import compose_feature, method_losses
 from pgd.engine.distill_ld import compose_ld
 from pgd.engine.distill_lgd import compose_lgd
@@ -47,7 +48,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help='override the method hyper-parameters, e.g. k=15 alpha=0.05; '
                    'loss_scale=S multiplies all of the method\'s distillation losses')
     p.add_argument('--no-init-from-teacher', action='store_true',
-                   help="do not copy matching neck/head weights from the teacher")
+                   help="start the student's neck/head from scratch even where the method "
+                   "config's init_student_from_teacher (its official code) copies them from the "
+                   "teacher")
     add_common_arguments(p)
 
 
@@ -74,6 +77,8 @@ def compose(args):
         raise UserError(f'method {method.name} has unknown engine {method.engine!r} in '
                         f'pgd.catalog (known: {", ".join(ENGINES)})')
     check_supports(method, detector_name(cfg.model))
+    args.init_from_teacher = teacher_init(method_cfg, method.name, method.engine,
+                                          getattr(args, 'no_init_from_teacher', False))
     composed = composer(cfg, method_cfg, args)
     # the final config names real files: the student's `{scale}` pretrained backbone filled from
     # pretrain_scale (or dropped: from scratch), the teacher's init dropped (it loads final.pth)

@@ -82,6 +82,27 @@ def split_loss_scale(args) -> None:
     args.loss_scale = scale
 
 
+#: engines that can start the student from the teacher's neck/head (the others build it fresh)
+TEACHER_INIT_ENGINES = frozenset({'feature'})
+
+
+def teacher_init(method_cfg, method: str, engine: str, disabled: bool = False) -> bool:
+    """Whether the run starts the student's neck/head from the teacher: the method config's
+    ``init_student_from_teacher`` (each config says whether its official code does it, with the
+    source), turned off by ``--no-init-from-teacher``. Every method config must say it."""
+    from pgd.errors import UserError
+    from pgd.method_options import method_config_path
+    value = method_cfg.get('init_student_from_teacher')
+    if not isinstance(value, bool):
+        raise UserError(f'{method_config_path(method).name}: set init_student_from_teacher = '
+                        f'True or False (does the official code start the student from the '
+                        f'teacher?), got {value!r}')
+    if value and engine not in TEACHER_INIT_ENGINES:
+        raise UserError(f'{method_config_path(method).name}: init_student_from_teacher = True '
+                        f'is not available for the {engine!r} engine')
+    return value and not disabled
+
+
 def default_loss_weight(loss_type) -> float:
     """The ``loss_weight`` a loss config gets when it names none: the registered class's own
     default if its ``__init__`` has one, else 1.0 (a loss without a ``loss_weight`` argument

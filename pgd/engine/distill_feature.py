@@ -54,7 +54,7 @@ def compose_feature(cfg, method_cfg, args):
         student=student_model,
         teacher=teacher_cfg.model,
         teacher_ckpt=str(args.teacher_ckpt),
-        init_student_from_teacher=not getattr(args, "no_init_from_teacher", False),
+        init_student_from_teacher=args.init_from_teacher,
         distill_losses=losses)
     if 'optim_wrapper' in method_cfg:
         cfg.optim_wrapper.update(method_cfg.optim_wrapper)
