@@ -43,7 +43,7 @@ include: "workflow/rules/tables.smk"
 
 
 localrules: all, check_data, split_holdout, row_manifest, table, claims, summary, reproduction,
-    geometry, regime
+    geometry, regime, sanity_check
 
 
 rule all:

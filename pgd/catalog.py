@@ -46,8 +46,9 @@ class Method:
             label-guided teacher); planned as a ``teacher_free`` run, not a ``distill`` one.
         detectors: the detectors the method is defined for; ``None`` means all of them (LD's
             distribution KL needs GFL's general distribution head).
-        control: not a method of the paper but a control row (``inherit``: teacher-initialised
-            student, no distillation loss).
+        control: not a method of the paper but a control (``inherit``: teacher-initialised
+            student, no distillation loss; ``zero``: PGD's distiller with every loss weight 0
+            and no teacher-init, which must train the plain student bit for bit).
         engine: how ``python -m pgd distill`` builds the run: ``feature`` (FeatureDistiller
             with the losses of the method config), ``ld`` (MMDetection's KD detector with an LD
             head) or ``lgd`` (LabelGuidedSelfDistiller).
@@ -85,6 +86,7 @@ METHODS: Tuple[Method, ...] = (
     Method('ld', 'LD', detectors=('gfl',), engine='ld'),
     Method('lgd', 'LGD', teacher_free=True, engine='lgd'),
     Method('pgd', 'Ours (PGD)'),
+    Method('zero', 'Distiller, all loss weights 0 (sanity)', control=True),
 )
 
 #: Table labels of the settings that are not methods: the two roles and the ablation rows
@@ -98,6 +100,11 @@ ABLATION_LABELS: Dict[str, str] = {
 
 
 # ----------------------------------------------------------------------------- lookups
+
+def control_names() -> Tuple[str, ...]:
+    """The control settings (not competitors: claims never compare PGD against them)."""
+    return tuple(m.name for m in METHODS if m.control)
+
 
 def detector_names() -> Tuple[str, ...]:
     return tuple(d.name for d in DETECTORS)

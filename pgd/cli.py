@@ -31,6 +31,7 @@ COMMANDS = {
     'analyse-quality': ('pgd.analysis.quality_maps', 'Fig. 2: teacher quality heat-maps'),
     'geometry': ('pgd.analysis.geometry', 'locations covered per GT box (PGW top-K premise)'),
     'regime': ('pgd.analysis.regime', "premise gates: can this scale test the paper's claims"),
+    'sanity-check': ('pgd.analysis.sanity', 'zero-weight distiller vs plain student, bit for bit'),
     'pretrain-backbone': ('pgd.pretrain.cli', 'synthetic pretraining: the ImageNet stand-in'),
     'training-log': ('pgd.engine.training_log', "a run's training scalars as compact JSON"),
     'check-reproduction': ('pgd.reproduce.check', 'compare a run with the committed reference'),

@@ -28,12 +28,13 @@ LD_TERMS = {'loss_ld', 'loss_ld_vlr', 'loss_kd'}
 LGD_TERMS = {'loss_lgd_distill', 'loss_lgd_adapter_warmup'}
 
 
-def is_distill_term(method: catalog.Method, key: str) -> bool:
+def is_distill_term(method: catalog.Method, key: str, model_cfg) -> bool:
     if method.engine == 'ld':
         return key in LD_TERMS
     if method.engine == 'lgd':
         return key in LGD_TERMS
-    return key.startswith(f'loss_{method.name}_')
+    # a feature loss named N logs loss_N_* (zero.py reuses PGD's loss: loss_pgd_*)
+    return key.startswith(tuple(f'loss_{n}_' for n in model_cfg['distill_losses']))
 
 
 def samples():
@@ -103,9 +104,10 @@ def test_loss_scale_multiplies_every_distillation_term(name, tmp_path, past_warm
     # the numbers: S x every distillation term, the detection terms unchanged
     got1, gots = run_losses(base.model), run_losses(scaled.model)
     assert set(got1) == set(gots)
-    distill = [k for k in got1 if is_distill_term(method, k)]
-    if method.control:
-        assert not distill and not w1
+    distill = [k for k in got1 if is_distill_term(method, k, base.model)]
+    if method.control:  # inherit: no distillation term; zero: PGD's terms, weighted by 0
+        assert all(got1[k] == 0 for k in distill) and all(w == 0 for w in w1.values())
+        assert (name == 'zero') == bool(distill)
     else:
         assert distill and any(got1[k] != 0 for k in distill), got1
     for key, value in got1.items():

@@ -13,10 +13,11 @@ import math
 from dataclasses import dataclass, field
 from typing import Dict, List, Mapping, Optional
 
-from pgd.catalog import detector_label, detector_names, setting_label
+from pgd.catalog import control_names, detector_label, detector_names, setting_label
 
-# `inherit` is a control (teacher-initialised student, no distillation loss), not a competitor
-BASE_SETTINGS = ('teacher', 'student', 'inherit')
+# the roles and the controls (`inherit`: teacher-initialised student without distillation
+# loss; `zero`: the zero-weight sanity run) are not competitors
+BASE_SETTINGS = ('teacher', 'student', *control_names())
 #: "roughly halves": AP with the top-1% masked is at most this fraction of the unmasked AP.
 HALVING_FRACTION = 0.6
 MASK_RATIO = 0.01

@@ -14,6 +14,9 @@ from files the workflow already produces, and says pass or fail against a stated
   the median GT must cover at least :data:`GEOMETRY_MIN_MEDIAN` locations (2K for K = 30) and
   at least :data:`GEOMETRY_MIN_FRAC_4K` of the GTs 4K or more, else PGW's top-K is "every
   location inside the box".
+* ``zero_weight_sanity`` (per ``pgd sanity-check`` result, ``--sanity``): the distiller with
+  every loss weight 0 and no teacher-init ends with the plain student's weights bit for bit
+  (same seed), so what a method's row adds is its loss and its initialisation, nothing else.
 * ``student_plateau`` (:func:`gate_plateau`, per learning curve, from a run's
   ``training_log.json`` given with ``--training-log``): the last 20 % of a schedule adds less
   than :data:`PLATEAU_MAX_LATE_GAIN` of the final AP. The curve is the run's val AP at every
@@ -87,6 +90,13 @@ def gate_geometry(subject: str, summary: dict) -> List[dict]:
                   None if frac is None else frac >= GEOMETRY_MIN_FRAC_4K)]
 
 
+def gate_sanity(subject: str, doc: dict) -> dict:
+    """Tensors of the zero-weight distillation that differ from the plain student's."""
+    n = doc.get('tensors_differing')
+    return _gate('zero_weight_sanity', subject, n, '0 tensors differ (bit-identical)',
+                 None if n is None else n == 0 and bool(doc.get('pass')))
+
+
 def gate_plateau(subject: str, curve: Sequence[Tuple[float, float]]) -> dict:
     """``curve``: (iteration or epoch, AP) points of one run, in order of training."""
     threshold = f'last 20 % adds < {PLATEAU_MAX_LATE_GAIN:.0%} of the final AP'
@@ -142,7 +152,8 @@ def curve_from_training_log(doc: dict) -> List[Tuple[float, Optional[float]]]:
 def compute(mask_outs: Dict[str, dict],
             baselines: Dict[str, Tuple[Optional[float], List[float]]],
             geometries: Dict[str, dict],
-            curves: Optional[Dict[str, Sequence[Tuple[float, float]]]] = None) -> dict:
+            curves: Optional[Dict[str, Sequence[Tuple[float, float]]]] = None,
+            sanity: Optional[Dict[str, dict]] = None) -> dict:
     gates = [gate_fig3(label, m) for label, m in sorted(mask_outs.items())]
     for det, (t_ap, s_aps) in baselines.items():
         gates += gate_student_teacher(det, t_ap, s_aps)
@@ -150,6 +161,8 @@ def compute(mask_outs: Dict[str, dict],
         gates += gate_geometry(subject, summary)
     for subject, curve in sorted((curves or {}).items()):
         gates.append(gate_plateau(subject, curve))
+    for subject, doc in sorted((sanity or {}).items()):
+        gates.append(gate_sanity(subject, doc))
     return {'gates': gates, 'all_pass': bool(gates) and all(g['pass'] for g in gates)}
 
 
@@ -177,6 +190,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument('--training-log', nargs='*', default=[],
                    help='training_log.json files of student runs (student_plateau gate; the '
                         "subject is the file's folder, as given)")
+    p.add_argument('--sanity', nargs='*', default=[],
+                   help='pgd sanity-check JSON files (zero_weight_sanity gate; the subject is '
+                        "the file's name)")
     p.add_argument('--out', required=True, help='regime.json')
     p.add_argument('--md', default=None, help='also write the gates as a markdown section')
 
@@ -198,7 +214,8 @@ def run(args) -> int:
     geometries = {d.get('config', stem): d for stem, d in _load(args.geometry)}
     curves = {str(Path(path).parent): curve_from_training_log(doc)
               for path, (_, doc) in zip(args.training_log, _load(args.training_log))}
-    result = compute(mask_outs, table1_baselines(args.rows), geometries, curves)
+    sanity = dict(_load(args.sanity))
+    result = compute(mask_outs, table1_baselines(args.rows), geometries, curves, sanity)
     atomic_write_json(args.out, result)
     md = to_markdown(result)
     if args.md:

@@ -10,7 +10,11 @@ from typing import Dict, List, Optional, Tuple
 RULE_RESOURCE = {'make_data': 'data', 'split_holdout': 'local', 'check_data': 'local',
                  'train_teacher': 'teacher', 'train_student': 'student', 'distill': 'distill',
                  'distill_teacher_free': 'distill', 'evaluate': 'evaluate',
-                 'mask_out': 'analysis', 'quality_maps': 'analysis'}
+                 'mask_out': 'analysis', 'quality_maps': 'analysis',
+                 'pretrain_backbone': 'pretrain', 'sanity_check': 'local', 'geometry': 'local',
+                 'regime': 'local'}
+#: analysis name -> its rule (the teacher analyses are named like their rules)
+ANALYSIS_RULES = {'sanity': 'sanity_check'}
 TRAIN_RULES = {'teacher': 'train_teacher', 'student': 'train_student', 'distill': 'distill',
                'teacher_free': 'distill_teacher_free'}
 ROLE = {'teacher': 'teacher', 'student': 'student', 'distill': 'distill',
@@ -103,8 +107,16 @@ def build_jobs(plan) -> Dict[str, Job]:
     for d in plan.external_datasets():
         add(Job('check_data', f'data:{d}'))
 
+    pretrain = bool(cfg.get('pretrain'))
     for run in plan.runs.values():
         deps = [f'data:{run.dataset}']
+        for path in (plan.pretrained_checkpoints(run) if pretrain else ()):
+            size = Path(path).parent.name  # results/<scale>/pretrain/<size>/backbone.pth
+            if f'pretrain:{size}' not in jobs:
+                add(Job('pretrain_backbone', f'pretrain:{size}',
+                        deps=[f"data:{cfg['pretrain']['dataset']}"], bench=f'pretrain/{size}',
+                        similar=(('pretrain', size), ('pretrain',)), role='pretrain'))
+            deps.append(f'pretrain:{size}')
         if run.teacher_run:
             deps.append(f'train:{run.teacher_run}')
         det_model = f'{run.detector}_{run.model}'
@@ -120,7 +132,8 @@ def build_jobs(plan) -> Dict[str, Job]:
                          ('evaluate', run.kind), ('evaluate',)),
                 detector=run.detector, role='evaluate'))
     for a in plan.analyses:
-        add(Job(a.name, f'{a.name}:{a.stem}', deps=[f'train:{a.run}'],
+        add(Job(ANALYSIS_RULES.get(a.name, a.name), f'{a.name}:{a.stem}',
+                deps=[f'train:{a.run}'] + ([f'train:{a.baseline}'] if a.baseline else []),
                 bench=f'analysis/{a.name}/{a.stem}', similar=(('analysis', a.name),),
                 detector=a.detector, role='analysis'))
     for t in plan.tables:  # rule row_manifest: written by the planner after the evaluations

@@ -15,7 +15,7 @@ from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 import pandas as pd
 
-from pgd.catalog import detector_label, setting_label
+from pgd.catalog import control_names, detector_label, setting_label
 from pgd.tables.loading import diverged_rows
 from pgd.tables.paper_values import load_paper_values
 
@@ -145,8 +145,8 @@ def _value(entry) -> Optional[float]:
     return entry["mean"] if isinstance(entry, dict) else float(entry)
 
 
-#: Control rows (not methods): shown right after their detector's student row.
-CONTROL_SETTINGS = ("inherit",)
+#: Control rows (not methods, pgd.catalog): shown right after their detector's student row.
+CONTROL_SETTINGS = control_names()
 
 
 def _with_extra_rows(rows: List[Tuple[str, str]], measured: Sequence[Tuple[str, str]]

@@ -263,6 +263,23 @@ class Plan(PlanQueries):
                 run = self.teacher_run(a["dataset"], det, a["model"], f"{key}.model")
                 self.analyses.append(Analysis(name, a["dataset"], det, a["model"], run.rel,
                                               run.config, tuple(a.get("ratios") or ())))
+        if analyses.get("sanity"):
+            self._add_sanity(analyses["sanity"])
+
+    def _add_sanity(self, a: Mapping) -> None:
+        """The zero-weight distillation (``config/distill/zero.py``) of one Table row's
+        detector and seed, with the table's student and teacher, against that student run."""
+        key = "analyses.sanity"
+        table = self.config["tables"].get(a["table"])
+        if table is None or table["teacher"] in ("none", "self"):
+            raise ConfigError(f"{key}.table: {a['table']!r} is not a table with a trained "
+                              f"teacher in this config")
+        det, seed, ds = a["detector"], int(a["seed"]), table["dataset"]
+        zero = self.distill_run(ds, det, table["student"], table["teacher"], "zero", {}, seed,
+                                key)
+        student = self.student_run(ds, det, table["student"], seed, key)
+        self.analyses.append(Analysis("sanity", ds, det, table["student"], zero.rel,
+                                      zero.config, baseline=student.rel))
 
 
 def load_plan(config_path, overlays: Sequence = (), config_root: Optional[Path] = CONFIG_ROOT,

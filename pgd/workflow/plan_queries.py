@@ -163,6 +163,7 @@ class PlanQueries:
                            + len(self.holdout_datasets()))
         out["mask_out"] = len(self.analyses_of("mask_out"))
         out["quality_maps"] = len(self.analyses_of("quality_maps"))
+        out["sanity"] = len(self.analyses_of("sanity"))
         return out
 
     def describe(self) -> str:

@@ -122,15 +122,17 @@ class Row:
 
 @dataclass(frozen=True)
 class Analysis:
-    """A teacher analysis (``mask_out`` for Fig. 3, ``quality_maps`` for Fig. 2)."""
+    """A teacher analysis (``mask_out`` for Fig. 3, ``quality_maps`` for Fig. 2) or the
+    ``sanity`` check (the zero-weight distillation against the plain student)."""
 
     name: str
     dataset: str
     detector: str
     model: str
-    run: str                       # the teacher's Run.rel
+    run: str                       # the teacher's Run.rel (sanity: the zero-weight run's)
     config: str
     ratios: Tuple[float, ...] = ()
+    baseline: str = ""             # sanity: the plain student's Run.rel (same seed)
 
     @property
     def stem(self) -> str:

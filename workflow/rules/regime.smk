@@ -2,7 +2,8 @@
 # Fig. 3 (masking each Table 1 teacher's top-1 % predictions must cut its AP by >= 40 %), trained
 # students (student/teacher AP ratio in [0.70, 0.92], gap >= 3 AP, a plateaued learning curve)
 # and a geometry that gives PGW's top-K something to select (locations per GT box on the train
-# set). Output results/<scale>/regime.json (+ regime.md); the claim check and report.md print
+# set), and the zero-weight sanity check (`pgd sanity-check`: the distiller with every loss
+# weight 0 trains the plain student bit for bit). Output results/<scale>/regime.json (+ regime.md); the claim check and report.md print
 # it first, and a claim whose table fails a gate is "regime invalid".
 
 
@@ -29,6 +30,26 @@ rule geometry:
         " > {log} 2>&1"
 
 
+rule sanity_check:
+    input:
+        student=lambda w: ckpt(analysis_of("sanity", w).baseline),
+        zero=lambda w: ckpt(analysis_of("sanity", w).run),
+    output:
+        f"{R}/analysis/sanity/{{stem}}.json",
+    params:
+        py=PYQ,
+    log:
+        f"{LOGS}/analysis/sanity/{{stem}}.log",
+    resources:
+        mem_mb=res("local", "mem_mb"),
+        runtime=res("local", "runtime"),
+    conda:
+        CONDA_ENV
+    shell:
+        "{params.py} -m pgd sanity-check --student {input.student} --zero {input.zero}"
+        " --out {output} > {log} 2>&1"
+
+
 rule regime:
     input:
         rows=manifests([t for t in PLAN.tables if t == "table1"]),
@@ -36,6 +57,7 @@ rule regime:
         mask_out=[f"{R}/analysis/mask_out/{a.stem}.json" for a in PLAN.analyses_of("mask_out")],
         geometry=[f"{R}/analysis/geometry/{d}.json" for d in _geometry_subjects()],
         curves=[f"{RUNS}/{run.rel}/training_log.json" for run in _table1_students()],
+        sanity=[f"{R}/analysis/sanity/{a.stem}.json" for a in PLAN.analyses_of("sanity")],
     output:
         json=f"{R}/regime.json",
         md=f"{R}/regime.md",
@@ -50,5 +72,5 @@ rule regime:
         CONDA_ENV
     shell:
         "{params.py} -m pgd regime --rows {input.rows} --mask-out {input.mask_out}"
-        " --geometry {input.geometry} --training-log {input.curves}"
+        " --geometry {input.geometry} --training-log {input.curves} --sanity {input.sanity}"
         " --out {output.json} --md {output.md} > {log} 2>&1"
