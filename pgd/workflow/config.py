@@ -34,9 +34,27 @@ class ConfigError(ValueError):
 
 
 def load_yaml(path) -> dict:
+    """A config file's mapping. A key given twice in one mapping is a ConfigError: YAML
+    loaders (Snakemake's too) silently keep the last copy, so an edit that pasted a second
+    ``method_defaults:`` block would change the runs without a word."""
     import yaml
+
+    class StrictLoader(yaml.SafeLoader):
+        pass
+
+    def mapping(loader, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            key = loader.construct_object(key_node, deep=True)
+            if key in seen:
+                raise ConfigError(f"{Path(path).name}: key {key!r} given twice (line "
+                                  f"{key_node.start_mark.line + 1}); keep one")
+            seen.add(key)
+        return loader.construct_mapping(node, deep)
+
+    StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, mapping)
     with open(path, "r", encoding="utf-8") as fh:
-        return yaml.safe_load(fh) or {}
+        return yaml.load(fh, Loader=StrictLoader) or {}
 
 
 def deep_update(dst: dict, src: Mapping) -> dict:
