@@ -22,10 +22,12 @@ SNAKEFILE = REPO / "Snakefile"
 FIXTURE = REPO / "tests" / "fixtures" / "ablation_k45.yaml"
 SCALES = {"mini": REPO / "config" / "config.yaml", "smoke": REPO / "config" / "smoke.yaml",
           "paper": REPO / "config" / "paper.yaml"}
+#: the mini rows cut from the timed reproduction, as an overlay on config/config.yaml
+MINI_ABLATIONS = REPO / "config" / "mini_ablations.yaml"
 ALL_RULES = {"make_data", "check_data", "train_teacher", "train_student", "distill",
              "distill_teacher_free", "evaluate", "row_manifest", "mask_out", "quality_maps",
              "table", "figures", "claims", "summary", "reproduction", "pretrain_backbone",
-             "geometry", "regime", "all"}
+             "geometry", "regime", "sanity_check", "all"}
 K45_RUN = "distill/shapes/atss_r18_student/r34_teacher/pgd/k=45/seed0"
 
 
@@ -75,6 +77,7 @@ def expected_stats(plan: wp.Plan) -> Counter:
                    "evaluate": c["evaluate"], "row_manifest": c["manifests"],
                    "table": c["tables"],
                    "mask_out": c["mask_out"], "quality_maps": c["quality_maps"],
+                   "sanity_check": c["sanity"],
                    "figures": 1 if plan.figure_stems() else 0,
                    "claims": 1, "summary": 1, "reproduction": 1, "all": 1,
                    "pretrain_backbone": len(pretrained_files(plan)),
@@ -101,7 +104,9 @@ def pretrained_files(plan: wp.Plan) -> set:
 
 @pytest.fixture(scope="module")
 def plans():
-    return {name: wp.load_plan(path) for name, path in SCALES.items()}
+    out = {name: wp.load_plan(path) for name, path in SCALES.items()}
+    out["mini+ablations"] = wp.load_plan(SCALES["mini"], [MINI_ABLATIONS])
+    return out
 
 
 # ----------------------------------------------------------------------------- dry runs
@@ -109,14 +114,25 @@ def plans():
 def test_dry_run_default_is_mini(tmp_path, plans):
     stats = dry_run(tmp_path)  # no --config: config/config.yaml
     assert stats == expected_stats(plans["mini"])
-    # Table 1: ATSS and FCOS with 6 methods + the inherit control, 3 seeds (42), GFL with FGD,
-    # LD and PGD (3) + Table 2 (4) + Table 3 (2) + Table 4 (4) + ablations not shared with
-    # Table 1: Table 5 (6), Table 6a (3), Table 6b (6: 4 alphas x 2 detectors, less each
-    # detector's default), Table 7 (3) = 73; teachers once per detector/dataset (3 on shapes +
-    # DDOD on crowd).
-    assert stats["distill"] == 73
-    assert stats["train_teacher"] == 4
-    assert stats["train_student"] == 10
+    # The timed reproduction: Table 1 on ATSS and FCOS with inherit, FGD, PGD and on GFL with
+    # inherit, FGD, LD, PGD, 3 seeds each (30) + Table 5's box row (3 seeds; its pgw row is
+    # Table 1's PGD run) + the zero-weight sanity run (1) = 34; one teacher per detector.
+    assert stats["distill"] == 34
+    assert stats["train_teacher"] == 3
+    assert stats["train_student"] == 9
+    assert stats["sanity_check"] == 1
+    assert stats["table"] == 2 and "distill_teacher_free" not in stats
+
+
+def test_dry_run_mini_with_ablations_overlay(tmp_path, plans):
+    """config/mini_ablations.yaml adds the cut rows: Snakemake merges it like load_plan."""
+    stats = dry_run(tmp_path, "--configfile", SCALES["mini"], MINI_ABLATIONS)
+    assert stats == expected_stats(plans["mini+ablations"])
+    # Table 1 with every competitor (ATSS, FCOS: 6 + inherit; GFL: 4, 3 seeds = 72) +
+    # Table 2 (4) + Table 3 (2) + Table 4 (4) + the ablations' own rows (Table 5: 6 with the
+    # box row's 3 seeds, 6a: 3, 6b: 6, 7: 3) + the sanity run = 95 (before LGD, teacher-free)
+    assert stats["distill"] == 95
+    assert stats["train_teacher"] == 4  # + DDOD on crowd
     assert stats["distill_teacher_free"] == 1
     assert stats["table"] == 9
 
@@ -256,12 +272,27 @@ def test_bad_config_fails_the_dry_run_with_the_key(tmp_path):
     assert res.returncode != 0 and "config error: scale:" in res.stdout + res.stderr
 
 
+def test_key_given_twice_fails_the_dry_run_naming_file_and_line(tmp_path):
+    """YAML keeps the last of two equal keys silently; a pasted second block must not change
+    the runs without a word."""
+    text = SCALES["smoke"].read_text()
+    bad = tmp_path / "twice.yaml"
+    bad.write_text(text + "\nteacher_seed: 1\n")
+    line = len(bad.read_text().splitlines())
+    res = snakemake(tmp_path, "-n", "--configfile", bad)
+    assert res.returncode != 0
+    assert (f"config error: twice.yaml: key 'teacher_seed' given twice (line {line}); "
+            "keep one\n") in res.stdout + res.stderr
+    with pytest.raises(wp.ConfigError, match="given twice"):
+        wp.load_plan(bad)
+
+
 # ----------------------------------------------------------------------------- the planner
 
 def test_one_evaluation_feeds_several_tables(plans):
     # ATSS runs PGD with the official K = 9 (atss_r50_distill_head.py), so its k=9 column is
     # the default run
-    plan = plans["mini"]
+    plan = plans["mini+ablations"]
     shared = {plan.row("table1", "atss", "pgd", 0).run, plan.row("table5", "atss", "pgw", 0).run,
               plan.row("table6a", "atss", "k=9", 0).run,
               plan.row("table7", "atss", "cls+reg", 0).run}
@@ -281,11 +312,12 @@ def test_teachers_trained_once_with_teacher_seed(plans):
         keys = [(t.dataset, t.detector, t.model) for t in teachers]
         assert len(keys) == len(set(keys))
         assert {t.seed for t in teachers} == {plan.config["teacher_seed"]}
-    assert len(plans["mini"].runs_of("teacher")) == 4  # ATSS, FCOS, GFL + DDOD on crowd
+    assert len(plans["mini"].runs_of("teacher")) == 3  # ATSS, FCOS, GFL
+    assert len(plans["mini+ablations"].runs_of("teacher")) == 4  # + DDOD on crowd  # ATSS, FCOS, GFL + DDOD on crowd
 
 
 def test_self_distillation_teacher_is_seed0_student(plans):
-    plan = plans["mini"]
+    plan = plans["mini+ablations"]
     run = plan.run(plan.row("table4", "atss", "pgd", 0).run)
     assert run.teacher == "self"
     assert run.teacher_run == "student/shapes/atss_r18_student/seed0"
@@ -295,11 +327,15 @@ def test_self_distillation_teacher_is_seed0_student(plans):
 def test_options_are_per_detector_and_only_what_differs_from_the_method_config(plans):
     """The defaults come from config/distill/<method>.py per detector; --loss-options carry
     only the YAML's deliberate overrides and the row's own."""
-    plan = plans["mini"]
-    fcos = dict(plan.run(plan.row("table1", "fcos", "pgd", 0).run).options)
+    plan = plans["mini+ablations"]
+    # the paper's protocol: published weights, nothing overridden -> no options at all
+    assert plan.run(plan.row("table1", "fcos", "pgd", 0).run).options == ()
+    assert plan.method_defaults("pgd", "fcos") == plan.config_defaults("pgd", "fcos")
+    tuned = wp.load_plan(SCALES["mini"], [{"method_defaults": {"pgd": {"loss_scale": 0.2}}}])
+    fcos = dict(tuned.run(tuned.row("table1", "fcos", "pgd", 0).run).options)
     assert fcos == {"loss_scale": 0.2}
-    assert plan.method_defaults("pgd", "fcos") == {**plan.config_defaults("pgd", "fcos"),
-                                                   "loss_scale": 0.2}
+    assert tuned.method_defaults("pgd", "fcos") == {**plan.config_defaults("pgd", "fcos"),
+                                                    "loss_scale": 0.2}
     assert plan.method_defaults("pgd", "fcos")["alpha"] == 0.04
     assert plan.method_defaults("pgd", "atss")["alpha"] == 0.08
     assert plan.method_defaults("pgd", "atss")["k"] == 9
@@ -311,7 +347,7 @@ def test_options_are_per_detector_and_only_what_differs_from_the_method_config(p
             == plan.row("table1", "atss", "pgd", 0).run)
     neck = plan.run(plan.row("table7", "atss", "neck", 0).run)
     assert neck.variant == "branches=neck" and "branches=[neck]" in neck.loss_options()
-    assert plan.run(plan.row("table1", "atss", "fgd", 0).run).options == (("loss_scale", 1),)
+    assert plan.run(plan.row("table1", "atss", "fgd", 0).run).options == ()
     assert plan.run(plan.row("table1", "atss", "inherit", 0).run).options == ()
 
 
@@ -340,7 +376,7 @@ def test_scale_yamls_hold_only_deliberate_overrides(scale):
 
 
 def test_table_inputs_include_baseline_for_deltas(plans):
-    plan = plans["mini"]
+    plan = plans["mini+ablations"]
     rows = plan.table_input_rows("table6a")
     students = [r for r in rows if r.setting == "student"]
     assert {(r.table, r.detector, r.seed) for r in students} == {("table1", "atss", s)

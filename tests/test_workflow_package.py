@@ -16,6 +16,7 @@ from pgd.workflow import manifest as wm
 
 REPO = Path(__file__).resolve().parents[1]
 SMOKE = REPO / "config" / "smoke.yaml"
+MINI_ABLATIONS = REPO / "config" / "mini_ablations.yaml"  # the rows cut from the timed run
 
 
 # ----------------------------------------------------------------------------- names
@@ -50,10 +51,10 @@ def test_ld_only_where_the_catalog_allows_it():
 def test_sweep_default_row_comes_from_the_method_config():
     """ATSS's K = 9 is config/distill/pgd.py's, not the YAML's: the k=9 column of Table 6a
     is the Table 1 run, and k=30 a run of its own passing k=30."""
-    plan = wf.load_plan(REPO / "config" / "config.yaml")
+    plan = wf.load_plan(REPO / "config" / "config.yaml", [MINI_ABLATIONS])
     assert plan.row("table6a", "atss", "k=9", 0).run == plan.row("table1", "atss", "pgd", 0).run
     k30 = plan.run(plan.row("table6a", "atss", "k=30", 0).run)
-    assert k30.variant == "k=30" and dict(k30.options) == {"k": 30, "loss_scale": 0.2}
+    assert k30.variant == "k=30" and dict(k30.options) == {"k": 30}
     assert "k" not in (plan.config.get("detector_method_defaults") or {}).get("atss", {}).get(
         "pgd", {})
 
@@ -134,15 +135,17 @@ def test_manifest_rows_follow_the_contract():
     assert neck["options"] == {"branches": ["neck"]}
     assert json.loads(wm.manifest_json(plan, "table6a")) == doc
     # a sweep column equal to the method default is the default run, and still says its value
-    mini = wf.load_plan(REPO / "config" / "config.yaml")
+    mini = wf.load_plan(REPO / "config" / "config.yaml", [MINI_ABLATIONS])
     rows = {r["setting"]: r for r in wm.manifest(mini, "table6a")["rows"]}
     assert rows["k=9"]["run"].endswith("/pgd/default/seed0")
-    assert rows["k=9"]["options"] == {"k": 9, "loss_scale": 0.2}
-    assert mini.run(rows["k=9"]["run"]).options_json() == {"loss_scale": 0.2}
+    assert rows["k=9"]["options"] == {"k": 9}
+    assert mini.run(rows["k=9"]["run"]).options_json() == {}
+    tuned = wf.load_plan(REPO / "config" / "config.yaml",
+                         [{"method_defaults": {"pgd": {"loss_scale": 0.2}}}])
     table1 = {(r["detector"], r["setting"], r["seed"]): r
-              for r in wm.manifest(mini, "table1")["rows"]}
+              for r in wm.manifest(tuned, "table1")["rows"]}
     assert table1[("atss", "pgd", 0)]["options"] == {"loss_scale": 0.2}
-    assert table1[("atss", "fgd", 0)]["options"] == {"loss_scale": 1}
+    assert table1[("atss", "fgd", 0)]["options"] == {}
     assert table1[("atss", "student", 0)]["options"] == {}
 
 

@@ -21,6 +21,11 @@ from pgd.workflow import manifest as wm  # noqa: E402
 # them), and would check nothing more. 2) cross-field checks while building the plan
 # (unknown dataset, ld without GFL, ...).
 try:
+    # what Snakemake read (--configfile and the scale's file), re-read strictly: a key given
+    # twice in one file is an error (Snakemake's loader keeps the last copy silently)
+    for _file in dict.fromkeys(map(str, [*workflow.config_settings.configfiles,
+                                         *workflow.configfiles])):
+        wf.load_yaml(_file)
     wf.validate_config(config, REPO / "workflow" / "schemas" / "config.schema.yaml")
     # method configs: pgd.method_options.METHOD_ROOT, the folder `pgd distill` reads
     PLAN = wf.Plan(config, config_root=REPO / "config" / "detectors", validated=True)
@@ -216,7 +221,7 @@ def eval_run(w):
 
 
 def analysis_of(name, w):
-    """The teacher analysis (mask_out | quality_maps) of a job's `stem` wildcard."""
+    """The analysis (mask_out | quality_maps | sanity) of a job's `stem` wildcard."""
     return PLAN.analysis(name, w.stem)
 
 
