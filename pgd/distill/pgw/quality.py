@@ -68,6 +68,35 @@ def _aligned_iou(gt: Tensor, gt_area: Tensor, pred: Tensor) -> Tensor:
     return overlap.div_(union)
 
 
+class _IouOperands:
+    """The GT and prediction tables both cell kernels gather from (one home for their layout):
+    A = 1: one row of 4 coordinates per (image, location), IoU on interleaved rows; A > 1:
+    per-GT columns broadcast over the A predictions of a cell (gathering a GT row per (cell,
+    prediction) for the interleaved-row IoU costs more than it saves for A = 9)."""
+
+    def __init__(self, boxes: Tensor, gt_bboxes: Tensor, dt: torch.dtype):
+        num_b, num_n, self.num_a = boxes.shape[:3]
+        self.dt = dt
+        self.gts = gt_bboxes.reshape(-1, 4).to(dt).contiguous()
+        self.g_area = ((self.gts[:, 2] - self.gts[:, 0])
+                       * (self.gts[:, 3] - self.gts[:, 1]))                    # mmdet's area1
+        if self.num_a == 1:
+            self.pred_rows = boxes.reshape(num_b * num_n, 4).to(dt).contiguous()
+        else:
+            self.flat_boxes = boxes.reshape(num_b * num_n, self.num_a * 4)
+            self.g_cols = [self.gts[:, i].contiguous() for i in range(4)] + [self.g_area]
+
+    def iou(self, cb: Tensor, cs: Tensor) -> Tensor:
+        """IoU of GT ``cs[p]`` with the predictions of cell ``cb[p]``: (P,) if A = 1, else
+        (P, A)."""
+        if self.num_a == 1:
+            return _aligned_iou(_gather_rows4(self.gts, cs), self.g_area.index_select(0, cs),
+                                _gather_rows4(self.pred_rows, cb))
+        pred = self.flat_boxes.index_select(0, cb).view(-1, self.num_a, 4).to(self.dt)
+        gx1, gy1, gx2, gy2, g_ar = (c.index_select(0, cs)[:, None] for c in self.g_cols)
+        return _iou_with_gts(gx1, gy1, gx2, gy2, g_ar, pred)
+
+
 def _cell_quality(cls_prob: Tensor, boxes: Tensor, gt_bboxes: Tensor, gt_labels: Tensor,
                   seg: Tensor, bn: Tensor, xis: Sequence[float],
                   chunk_elems: int = DEFAULT_CHUNK_ELEMS) -> Tensor:
@@ -77,36 +106,23 @@ def _cell_quality(cls_prob: Tensor, boxes: Tensor, gt_bboxes: Tensor, gt_labels:
     num_pairs, num_a = bn.numel(), cls_prob.shape[2]
     outs = cls_prob.new_empty((len(xis), num_pairs), dtype=dt)
     step = max(1, chunk_elems // max(1, num_a))
-    num_b, num_n, _, num_c = cls_prob.shape
+    num_c = cls_prob.shape[3]
     labels = gt_labels.clamp(min=0).reshape(-1)
     flat_prob = cls_prob.reshape(-1)
-    gts = gt_bboxes.reshape(-1, 4).to(dt).contiguous()
-    g_area = (gts[:, 2] - gts[:, 0]) * (gts[:, 3] - gts[:, 1])               # mmdet's area1
-    if num_a == 1:
-        # one row of 4 coordinates per (image, location): IoU on interleaved rows
-        pred_rows = boxes.reshape(num_b * num_n, 4).to(dt).contiguous()
-    else:
-        # per-GT columns broadcast over the A predictions of a cell (gathering a GT row per
-        # (cell, prediction) for the interleaved-row IoU costs more than it saves for A = 9)
-        flat_boxes = boxes.reshape(num_b * num_n, num_a * 4)
-        g_cols = [gts[:, i].contiguous() for i in range(4)] + [g_area]
-        a_off = torch.arange(num_a, device=bn.device) * num_c
+    ops = _IouOperands(boxes, gt_bboxes, dt)
+    a_off = torch.arange(num_a, device=bn.device) * num_c
     for s in range(0, num_pairs, step):
         cb, cs = bn[s:s + step], seg[s:s + step]
         # flat index_select is much faster than multi-tensor advanced indexing on CPU
         idx = (cb * (num_a * num_c)).add_(labels.index_select(0, cs))
+        iou = ops.iou(cb, cs)                                              # (P,) / (P, A)
         if num_a == 1:
             prob = flat_prob.index_select(0, idx).to(dt).clamp_(0, 1)              # (P,)
-            iou = _aligned_iou(_gather_rows4(gts, cs), g_area.index_select(0, cs),
-                               _gather_rows4(pred_rows, cb))
             for out, xi in zip(outs, xis):
                 torch.mul(prob.pow(1.0 - xi), iou.pow(xi), out=out[s:s + step])
             continue
         idx = (idx[:, None] + a_off).reshape(-1)
         prob = flat_prob.index_select(0, idx).view(-1, num_a).to(dt).clamp_(0, 1)  # (P, A)
-        pred = flat_boxes.index_select(0, cb).view(-1, num_a, 4).to(dt)
-        gx1, gy1, gx2, gy2, g_ar = (c.index_select(0, cs)[:, None] for c in g_cols)
-        iou = _iou_with_gts(gx1, gy1, gx2, gy2, g_ar, pred)                # (P, A)
         for out, xi in zip(outs, xis):
             q = prob.pow(1.0 - xi).mul_(iou.pow(xi))
             torch.amax(q, dim=-1, out=out[s:s + step])
@@ -122,26 +138,16 @@ def _cell_max_iou(boxes: Tensor, gt_bboxes: Tensor, seg: Tensor, bn: Tensor,
     because ``q <= u^xi`` bounds the quality from above (see ``sparse._bounded_quality``).
     """
     dt = _work_dtype(boxes)
-    num_pairs = bn.numel()
-    num_b, num_n, num_a = boxes.shape[:3]
+    num_pairs, num_a = bn.numel(), boxes.shape[2]
     out = boxes.new_empty((num_pairs, ), dtype=dt)
     step = max(1, chunk_elems // max(1, num_a))
-    gts = gt_bboxes.reshape(-1, 4).to(dt).contiguous()
-    g_area = (gts[:, 2] - gts[:, 0]) * (gts[:, 3] - gts[:, 1])               # mmdet's area1
-    if num_a == 1:
-        pred_rows = boxes.reshape(num_b * num_n, 4).to(dt).contiguous()
-    else:
-        flat_boxes = boxes.reshape(num_b * num_n, num_a * 4)
-        g_cols = [gts[:, i].contiguous() for i in range(4)] + [g_area]
+    ops = _IouOperands(boxes, gt_bboxes, dt)
     for s in range(0, num_pairs, step):
-        cb, cs = bn[s:s + step], seg[s:s + step]
+        iou = ops.iou(bn[s:s + step], seg[s:s + step])
         if num_a == 1:
-            out[s:s + step] = _aligned_iou(_gather_rows4(gts, cs), g_area.index_select(0, cs),
-                                           _gather_rows4(pred_rows, cb))
-            continue
-        pred = flat_boxes.index_select(0, cb).view(-1, num_a, 4).to(dt)
-        gx1, gy1, gx2, gy2, g_ar = (c.index_select(0, cs)[:, None] for c in g_cols)
-        torch.amax(_iou_with_gts(gx1, gy1, gx2, gy2, g_ar, pred), dim=-1, out=out[s:s + step])
+            out[s:s + step] = iou
+        else:
+            torch.amax(iou, dim=-1, out=out[s:s + step])
     return torch.nan_to_num_(out, nan=0.0)
 
 
