@@ -132,10 +132,13 @@ def build_jobs(plan) -> Dict[str, Job]:
                          ('evaluate', run.kind), ('evaluate',)),
                 detector=run.detector, role='evaluate'))
     for a in plan.analyses:
-        add(Job(ANALYSIS_RULES.get(a.name, a.name), f'{a.name}:{a.stem}',
+        rule = ANALYSIS_RULES.get(a.name, a.name)
+        # a local rule (the sanity check: two checkpoints compared) costs what local jobs do
+        role = 'local' if RULE_RESOURCE.get(rule) == 'local' else 'analysis'
+        add(Job(rule, f'{a.name}:{a.stem}',
                 deps=[f'train:{a.run}'] + ([f'train:{a.baseline}'] if a.baseline else []),
                 bench=f'analysis/{a.name}/{a.stem}', similar=(('analysis', a.name),),
-                detector=a.detector, role='analysis'))
+                detector=a.detector, role=role))
     for t in plan.tables:  # rule row_manifest: written by the planner after the evaluations
         add(Job('row_manifest', f'manifest:{t}',
                 deps=[f'eval:{r.rel}' for r in plan.input_runs([t])]))
