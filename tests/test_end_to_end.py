@@ -119,6 +119,12 @@ def test_synthetic_images_of_another_size_are_refused(tmp_path):
                   '--data-root', tmp_path / 'd96')
     assert res.returncode == 2
     assert '96-px SYNTHETIC images' in res.stdout and 'image_size=128' in res.stdout
+    # changing the variable alone leaves the pipelines at 128 px: refused, naming the step
+    res = run_pgd('train', 'mini/atss_r18_student', '--work-dir', tmp_path / 'w',
+                  '--data-root', tmp_path / 'd96', '--cfg-options', 'image_size=96')
+    assert res.returncode == 2
+    assert ('train_dataloader.dataset.pipeline.2: Resize scale (128, 128) but' in res.stdout
+            and '96-px SYNTHETIC images' in res.stdout), res.stdout
 
 
 def test_ld_runs_through_mmdetections_kd_detector(tiny_shapes, tmp_path):

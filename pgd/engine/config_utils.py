@@ -105,6 +105,16 @@ def check_synthetic_image_size(cfg, data_root: Path) -> None:
         raise UserError(f'{data_root} holds {drawn}-px SYNTHETIC images but the config '
                         f'resizes to image_size={expected}; regenerate the data with '
                         f'--image-size {expected} or use a config for {drawn}-px images')
+    # `--cfg-options image_size=N` changes the variable, not the pipelines built from it when
+    # the config was parsed: a fixed Resize of another size would silently rescale the scenes
+    for key in LOADERS:
+        for i, step in enumerate(((cfg.get(key) or {}).get('dataset') or {}).get('pipeline')
+                                 or []):
+            scale = step.get('scale') if step.get('type') == 'Resize' else None
+            if scale is not None and tuple(scale) != (drawn, drawn):
+                raise UserError(f'{key}.dataset.pipeline.{i}: Resize scale {tuple(scale)} '
+                                f'but {data_root} holds {drawn}-px SYNTHETIC images; set it '
+                                f'to ({drawn}, {drawn}) too')
 
 
 def annotation_path(cfg, loader_key: str) -> Path:
