@@ -9,6 +9,10 @@ where every figure comes from. The wall seconds of one job are taken from, in th
     the job's own ``benchmark:`` file in the reference tree
     (``results/reference/<scale>/benchmarks/...tsv``, column ``s``: Snakemake's wall seconds;
     the mini reference ran two 1-thread jobs side by side on 2 cores);
+``stale``
+    the job's own benchmark, but the reference's run was trained under other settings (its
+    recorded fingerprint differs from the plan's, or it recorded none: code before
+    fingerprints were recorded) -- e.g. after a regime change, until a new run is published;
 ``similar``
     the mean of the reference's benchmarks of the same rule and detector/network (same rule
     and detector, then same rule), e.g. for a new ablation run;
@@ -45,12 +49,15 @@ from pgd.errors import UserError
 from pgd.paths import REPO_ROOT
 from pgd.reproduce import REFERENCE_ROOT
 from pgd.reproduce.estimate_jobs import (ROLE, RULE_RESOURCE, TRAIN_RULES, Job,  # noqa: F401
-                                         build_jobs, load_benchmarks, read_benchmark)
+                                         build_jobs, load_benchmarks, load_fingerprints,
+                                         read_benchmark)
 
 SCALE_FILES = {'mini': 'config/config.yaml', 'smoke': 'config/smoke.yaml',
                'paper': 'config/paper.yaml'}
 #: built-in wall seconds of jobs that have no benchmark (assumptions, labelled ``default``).
 DEFAULT_SECONDS = {'data': 30.0, 'local': 3.0}
+
+
 def _similar(prefixes, bench: Dict[str, float]) -> Optional[Tuple[float, int]]:
     for pre in prefixes:
         vals = [s for k, s in bench.items()
@@ -62,15 +69,20 @@ def _similar(prefixes, bench: Dict[str, float]) -> Optional[Tuple[float, int]]:
 
 
 def assign_seconds(jobs: Dict[str, Job], bench: Dict[str, float],
-                   estimate: Optional[dict]) -> None:
-    """Fill in ``Job.seconds`` and ``Job.source`` (precedence in the module docstring)."""
+                   estimate: Optional[dict],
+                   fingerprints: Optional[Dict[str, Optional[str]]] = None) -> None:
+    """Fill in ``Job.seconds`` and ``Job.source`` (precedence in the module docstring).
+    ``fingerprints``: run -> fingerprint of the reference's runs (training jobs whose own
+    benchmark was made under another fingerprint are ``stale``)."""
     est = estimate or {}
     spi = est.get('seconds_per_iter') or {}
     iters = est.get('iterations') or {}
     spj = est.get('seconds_per_job') or {}
+    fps = fingerprints or {}
     for job in jobs.values():
         if job.bench is not None and job.bench in bench:
-            job.seconds, job.source = bench[job.bench], 'measured'
+            same = job.fingerprint is None or fps.get(job.bench) == job.fingerprint
+            job.seconds, job.source = bench[job.bench], 'measured' if same else 'stale'
             continue
         sim = _similar(job.similar, bench) if job.similar else None
         if sim is not None:
@@ -189,7 +201,7 @@ def estimate(plan, reference=None, cores: Optional[int] = None,
     ref = Path(reference) if reference else REPO_ROOT / REFERENCE_ROOT / plan.scale
     bench = load_benchmarks(ref / 'benchmarks')
     jobs = build_jobs(plan)
-    assign_seconds(jobs, bench, plan.config.get('estimate'))
+    assign_seconds(jobs, bench, plan.config.get('estimate'), load_fingerprints(ref / 'runs'))
     rules: Dict[str, dict] = {}
     for j in jobs.values():
         r = rules.setdefault(j.rule, {'jobs': 0, 'cpu_h': 0.0, 'gpu_h': 0.0, 'wall_s': 0.0,
@@ -224,6 +236,7 @@ def estimate(plan, reference=None, cores: Optional[int] = None,
             'wall_s': wall, 'critical_path_s': critical_path(jobs),
             'unknown_jobs': sum(j.seconds is None for j in jobs.values()),
             'rules': rules, 'tables': tables,
+            'stale_jobs': sum(j.source == 'stale' for j in jobs.values()),
             'sources': {'measured': f'{ref_label}/benchmarks/ ({len(bench)} benchmark files)',
                         'assumed': est.get('source'),
                         'default': f'built-in guesses {DEFAULT_SECONDS} (s per job)'}}
@@ -241,6 +254,9 @@ def render(doc: dict, config_label: str) -> str:
               '(CPU-h: wall x cores the job holds -- threads, or gpu x cpus_per_gpu on a GPU)',
               '', f"wall time on {cap} {unit}: about {_h(doc['wall_s'])} (greedy schedule of "
               f"the DAG; critical path {_h(doc['critical_path_s'])})"]
+    if doc['stale_jobs']:
+        lines.append(f"{doc['stale_jobs']} training job(s) are timed from a reference run "
+                     f"made under other settings (stale): the figure may be far off")
     if doc['unknown_jobs']:
         lines.append(f"{doc['unknown_jobs']} job(s) have no estimate (no benchmark, no "
                      f"`estimate:` entry) and count as 0 s")
@@ -252,6 +268,7 @@ def render(doc: dict, config_label: str) -> str:
     s = doc['sources']
     lines += ['', 'sources:',
               f"  measured: the job's own benchmark in {s['measured']}",
+              "  stale:    the job's own benchmark, made under other settings (fingerprint)",
               '  similar:  mean of the reference benchmarks of the same rule and network',
               f"  assumed:  config `estimate:` -- {s['assumed'] or '(none in this config)'}"
               + (' -- ASSUMPTIONS, not measured' if s['assumed']

@@ -2,6 +2,7 @@
 builds it, with the benchmarks of a reference tree (see :mod:`pgd.reproduce.estimate`)."""
 from __future__ import annotations
 
+import json
 import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,6 +35,7 @@ class Job:
     dataset: Optional[str] = None
     seconds: Optional[float] = None
     source: str = 'unknown'
+    fingerprint: Optional[str] = None    # training jobs: the run's (pgd.workflow.fingerprint)
     threads: int = 1
     gpu: int = 0
     cpus_per_gpu: int = 1
@@ -83,6 +85,20 @@ def load_benchmarks(root) -> Dict[str, float]:
     return out
 
 
+def load_fingerprints(runs_root) -> Dict[str, Optional[str]]:
+    """``run rel`` -> the run fingerprint its ``metrics.json`` recorded (``run.fingerprint``,
+    written by the evaluate rule; ``None`` for metrics of code that did not record it)."""
+    runs_root = Path(runs_root)
+    out: Dict[str, Optional[str]] = {}
+    for p in sorted(runs_root.rglob('metrics.json')) if runs_root.is_dir() else []:
+        try:
+            run = json.loads(p.read_text(encoding='utf-8')).get('run') or {}
+        except (OSError, ValueError):
+            continue
+        out[p.parent.relative_to(runs_root).as_posix()] = run.get('fingerprint')
+    return out
+
+
 # ----------------------------------------------------------------------------- the job graph
 
 def build_jobs(plan) -> Dict[str, Job]:
@@ -121,6 +137,7 @@ def build_jobs(plan) -> Dict[str, Job]:
             deps.append(f'train:{run.teacher_run}')
         det_model = f'{run.detector}_{run.model}'
         add(Job(TRAIN_RULES[run.kind], f'train:{run.rel}', deps=deps, bench=run.rel,
+                fingerprint=plan.fingerprint(run),
                 similar=((run.kind, run.dataset, det_model), (run.kind, '*', det_model),
                          (run.kind,)),
                 detector=run.detector, role=ROLE[run.kind], dataset=run.dataset))
