@@ -239,6 +239,30 @@ def test_estimate_smoke_from_the_committed_reference_benchmarks(tmp_path):
     assert 'per table' in res.stdout and 'measured' in res.stdout
 
 
+def test_estimate_calls_a_benchmark_of_other_settings_stale(tmp_path):
+    """A reference run trained under another fingerprint (an edited config, a new regime)
+    still gives its time, but as 'stale', and the estimate says how many such jobs it has."""
+    import shutil
+    ref = tmp_path / 'ref'
+    shutil.copytree(REPO / 'results' / 'reference' / 'smoke', ref)
+    plan = wp.load_plan(REPO / 'config' / 'smoke.yaml')
+    fresh = estimate.estimate(plan, reference=ref)
+    assert fresh['stale_jobs'] == 0
+    run = next(r for r in plan.runs_of('distill') if r.method == 'fgd')
+    metrics = ref / 'runs' / run.rel / 'metrics.json'
+    doc = json.loads(metrics.read_text())
+    # recorded by the evaluate rule (pgd test --fingerprint)
+    assert doc['provenance']['run_fingerprint'] == plan.fingerprint(run)
+    doc['provenance']['run_fingerprint'] = '0' * 16
+    metrics.write_text(json.dumps(doc))
+    edited = estimate.estimate(plan, reference=ref)
+    assert edited['stale_jobs'] == 1
+    assert edited['rules']['distill']['sources'] == {
+        'measured': fresh['rules']['distill']['jobs'] - 1, 'stale': 1}
+    assert edited['wall_s'] == fresh['wall_s']  # the time is still used, only labelled
+    assert 'stale' in estimate.render(edited, 'smoke')
+
+
 def test_estimate_paper_uses_the_stated_assumptions(tmp_path):
     res = subprocess.run([sys.executable, '-m', 'pgd', 'estimate', '--scale', 'paper',
                           '--gpus', '16', '--reference', str(tmp_path / 'none')],

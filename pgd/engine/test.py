@@ -37,6 +37,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument('--run-info', nargs='+', action=DictAction, default=None,
                    help='identifies the run, e.g. run=... detector=atss setting=pgd; dotted keys '
                    'nest (options.k=9 -> {"options": {"k": 9}})')
+    p.add_argument('--fingerprint', default=None,
+                   help="the workflow's run fingerprint (pgd.workflow.fingerprint), recorded "
+                   'as provenance.run_fingerprint so `pgd estimate` can tell whose settings a '
+                   'benchmark timed')
     p.add_argument('--cfg-options', nargs='+', action=DictAction, default=None)
 
 
@@ -175,7 +179,8 @@ def run(args) -> int:
             config_path=path, config_text=cfg.pretty_text, seed=seed,
             dataset=dataset_info(cfg), device=device,
             checkpoint=portable_path(ckpt, Path(args.out).resolve().parent),
-            checkpoint_sha256=sha, **({'training': history} if history else {})),
+            checkpoint_sha256=sha, **({'training': history} if history else {}),
+            **({'run_fingerprint': args.fingerprint} if args.fingerprint else {})),
         'run': nest_dotted(args.run_info or {}),
         'no_detections': no_detections,
         'diverged': bool(diverged),

@@ -86,16 +86,17 @@ def load_benchmarks(root) -> Dict[str, float]:
 
 
 def load_fingerprints(runs_root) -> Dict[str, Optional[str]]:
-    """``run rel`` -> the run fingerprint its ``metrics.json`` recorded (``run.fingerprint``,
-    written by the evaluate rule; ``None`` for metrics of code that did not record it)."""
+    """``run rel`` -> the run fingerprint its ``metrics.json`` recorded
+    (``provenance.run_fingerprint``, from the evaluate rule's ``pgd test --fingerprint``;
+    ``None`` for metrics of code that did not record it)."""
     runs_root = Path(runs_root)
     out: Dict[str, Optional[str]] = {}
     for p in sorted(runs_root.rglob('metrics.json')) if runs_root.is_dir() else []:
         try:
-            run = json.loads(p.read_text(encoding='utf-8')).get('run') or {}
+            prov = json.loads(p.read_text(encoding='utf-8')).get('provenance') or {}
         except (OSError, ValueError):
             continue
-        out[p.parent.relative_to(runs_root).as_posix()] = run.get('fingerprint')
+        out[p.parent.relative_to(runs_root).as_posix()] = prov.get('run_fingerprint')
     return out
 
 

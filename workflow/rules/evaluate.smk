@@ -18,10 +18,10 @@ rule evaluate:
         data_root=lambda w: shlex.quote(PLAN.data_root(eval_run(w).dataset)),
         crowd=lambda w: "--crowd" if PLAN.crowd(eval_run(w).dataset) else "",
         seed=lambda w: eval_run(w).seed,
-        # identifies the run (and its options), not a table row (the manifests list the rows);
-        # the fingerprint lets `pgd estimate` tell a benchmark of these settings from an older one
-        run_info=lambda w: run_info_args({**eval_run(w).run_info(),
-                                          "fingerprint": PLAN.fingerprint(eval_run(w))}),
+        # identifies the run (and its options), not a table row (the manifests list the rows)
+        run_info=lambda w: run_info_args(eval_run(w).run_info()),
+        # recorded, so `pgd estimate` can tell a benchmark of these settings from an older one
+        fingerprint=lambda w: PLAN.fingerprint(eval_run(w)),
         extra=" ".join(a for a in (cfg_options("test"), device_args()) if a),
     log:
         f"{LOGS}/evaluate/{{kind}}/{{run}}.log",
@@ -38,7 +38,8 @@ rule evaluate:
     shell:
         "{params.launcher} test {params.config} {input.ckpt} --out {output}"
         " --data-root {params.data_root} --seed {params.seed} {params.crowd}"
-        " --run-info {params.run_info} {params.extra} > {log} 2>&1"
+        " --run-info {params.run_info} --fingerprint {params.fingerprint} {params.extra}"
+        " > {log} 2>&1"
 
 
 rule mask_out:
