@@ -12,7 +12,9 @@ where every figure comes from. The wall seconds of one job are taken from, in th
 ``stale``
     the job's own benchmark, but the reference's run was trained under other settings (its
     recorded fingerprint differs from the plan's, or it recorded none: code before
-    fingerprints were recorded) -- e.g. after a regime change, until a new run is published;
+    fingerprints were recorded) -- e.g. after a regime change, until a new run is published.
+    A run the reference did not evaluate (the zero-weight sanity run) cannot be checked and
+    counts as measured;
 ``similar``
     the mean of the reference's benchmarks of the same rule and detector/network (same rule
     and detector, then same rule), e.g. for a new ablation run;
@@ -81,7 +83,9 @@ def assign_seconds(jobs: Dict[str, Job], bench: Dict[str, float],
     fps = fingerprints or {}
     for job in jobs.values():
         if job.bench is not None and job.bench in bench:
-            same = job.fingerprint is None or fps.get(job.bench) == job.fingerprint
+            # a run the reference never evaluated (the sanity run) has nothing to check
+            same = (job.fingerprint is None or job.bench not in fps
+                    or fps[job.bench] == job.fingerprint)
             job.seconds, job.source = bench[job.bench], 'measured' if same else 'stale'
             continue
         sim = _similar(job.similar, bench) if job.similar else None
