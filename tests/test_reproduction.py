@@ -43,11 +43,11 @@ def test_criterion_uses_seed_spread_and_floor(tmp_path):
         write_row(ref, 'table1', 'atss', 'pgd', seed, ap)
     for seed, ap in enumerate([13.0, 14.0, 15.0]):        # s_new = 1.0, delta = 3.0
         write_row(new, 'table1', 'atss', 'pgd', seed, ap)
-    write_row(ref, 'table1', 'atss', 'fgd', 0, 5.0)       # single seed: s = floor = 1.0
+    write_row(ref, 'table1', 'atss', 'fgd', 0, 5.0)       # single seed: s = floor (1.0 here)
     write_row(new, 'table1', 'atss', 'fgd', 0, 7.9)       # |delta| 2.9 > 2*sqrt(2) = 2.83
     write_row(ref, 'table1', 'atss', 'student', 0, 3.0)
     write_row(new, 'table1', 'atss', 'student', 0, 5.7)   # 2.7 <= 2.83
-    rep = check.compare(check.load_side(ref), check.load_side(new))
+    rep = check.compare(check.load_side(ref), check.load_side(new), sd_floor=1.0)
     cells = {(c['setting'], c['metric']): c for c in rep['cells']}
     assert cells[('pgd', 'AP')]['threshold'] == pytest.approx(2 * math.sqrt(2.0))
     assert cells[('pgd', 'AP')]['agrees'] is False          # 3.0 > 2.83
@@ -99,7 +99,7 @@ def test_report_files_and_no_reference(tmp_path):
     text = out.read_text()
     assert rep['verdict'] == 'agrees' and '**Verdict: agrees**' in text
     assert 'eeeeeeeeeeee' in text and 'ffffffffffff' in text and '2.13.0+cpu' in text
-    assert '| table1 | atss | pgd | AP | 4.40 ± — (1) | 4.00 ± — (1) | -0.40 | 2.83 | agrees |' \
+    assert '| table1 | atss | pgd | AP | 4.40 ± — (1) | 4.00 ± — (1) | -0.40 | 1.41 | agrees |' \
         in text
 
 
@@ -107,7 +107,7 @@ def test_floor_is_backed_by_the_mini_reference_seed_spread():
     side = check.load_side(REPO / 'results' / 'reference' / 'mini')
     spread = check.pooled_sd(side['cells'])
     assert spread is not None and spread['cells'] >= 10
-    # the documented floor (1.0 AP) is the pooled seed std of the reference, to 0.1 AP
+    # the default floor (0.5 AP) is the pooled seed std of the reference, to 0.1 AP
     assert abs(spread['pooled'] - check.SD_FLOOR) < 0.1
 
 
