@@ -239,6 +239,41 @@ def test_estimate_smoke_from_the_committed_reference_benchmarks(tmp_path):
     assert 'per table' in res.stdout and 'measured' in res.stdout
 
 
+def test_estimate_measured_sums_the_reference_benchmarks_per_rule(tmp_path):
+    """`--measured` is the per-rule cost table of the published mini run: its totals equal
+    the benchmark files summed here independently, and a job whose benchmark is unreadable
+    is counted apart, not as 0 s."""
+    from pgd.reproduce.measured import measured_by_rule
+    ref = REPO / 'results' / 'reference' / 'mini'
+    out = tmp_path / 'estimate.json'
+    res = subprocess.run([sys.executable, '-m', 'pgd', 'estimate', '--cores', '2',
+                          '--measured', '--json', str(out)], cwd=tmp_path,
+                         capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-2000:]
+    doc = json.loads(out.read_text())['measured']
+    cpu = wall = 0.0
+    files = sorted((ref / 'benchmarks').rglob('*.tsv'))
+    for f in files:
+        head, row = f.read_text().strip().splitlines()[:2]
+        cells = dict(zip(head.split('\t'), row.split('\t')))
+        cpu += float(cells['cpu_time'])
+        wall += float(cells['s'])
+    assert doc['total']['jobs'] == len(files)
+    assert doc['total']['cpu_s'] == pytest.approx(cpu)
+    assert doc['total']['wall_s'] == pytest.approx(wall)
+    assert doc['rules']['distill']['jobs'] == len(list((ref / 'benchmarks' / 'distill')
+                                                       .rglob('*.tsv')))
+    assert 'max RSS MB' in res.stdout and str(REPO) not in res.stdout
+    # a broken benchmark file is not a measurement
+    broken = tmp_path / 'ref' / 'benchmarks'
+    (broken / 'teacher').mkdir(parents=True)
+    (broken / 'teacher' / 'x.tsv').write_text('s\th:m:s\ncrashed\t-\n')
+    jobs = {'t': estimate.Job('train_teacher', 't', bench='teacher/x'),
+            'm': estimate.Job('table', 'm')}
+    got = measured_by_rule(jobs, broken)
+    assert got['rules'] == {} and got['unbenchmarked'] == {'train_teacher': 1, 'table': 1}
+
+
 def test_estimate_calls_a_benchmark_of_other_settings_stale(tmp_path):
     """A reference run trained under another fingerprint (an edited config, a new regime)
     still gives its time, but as 'stale', and the estimate says how many such jobs it has."""

@@ -199,10 +199,22 @@ def _h(seconds: float) -> str:
                                                               f'{seconds:.0f} s')
 
 
+def _reference(plan, reference=None) -> Path:
+    return Path(reference) if reference else REPO_ROOT / REFERENCE_ROOT / plan.scale
+
+
+def _reference_label(ref: Path, plan) -> str:
+    """The reference tree as printed: relative to the repository, never a machine path."""
+    try:
+        return ref.resolve().relative_to(REPO_ROOT).as_posix()
+    except ValueError:
+        return f'{REFERENCE_ROOT}/{plan.scale} (given path)'
+
+
 def estimate(plan, reference=None, cores: Optional[int] = None,
              gpus: Optional[int] = None) -> dict:
     """The estimate as a dict (what :func:`render` prints)."""
-    ref = Path(reference) if reference else REPO_ROOT / REFERENCE_ROOT / plan.scale
+    ref = _reference(plan, reference)
     bench = load_benchmarks(ref / 'benchmarks')
     jobs = build_jobs(plan)
     assign_seconds(jobs, bench, plan.config.get('estimate'), load_fingerprints(ref / 'runs'))
@@ -229,10 +241,7 @@ def estimate(plan, reference=None, cores: Optional[int] = None,
     for t, info in tables.items():
         sub = {k: jobs[k] for k in table_jobs(plan, jobs, t)}
         info['wall_s'] = simulate(sub, cap, unit)
-    try:
-        ref_label = ref.resolve().relative_to(REPO_ROOT).as_posix()
-    except ValueError:
-        ref_label = f'{REFERENCE_ROOT}/{plan.scale} (given path)'
+    ref_label = _reference_label(ref, plan)
     est = plan.config.get('estimate') or {}
     return {'scale': plan.scale, 'capacity': {unit: cap}, 'jobs': len(jobs),
             'cpu_h': sum(j.cpu_h for j in jobs.values()),
@@ -292,6 +301,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument('--gpus', type=int, default=None, help='wall time on N GPUs')
     p.add_argument('--reference', default=None,
                    help=f'reference tree with benchmarks/ (default {REFERENCE_ROOT}/<scale>)')
+    p.add_argument('--measured', action='store_true',
+                   help="also print what the reference run cost, per rule (its benchmark "
+                        "files: jobs, CPU s, wall s, peak memory)")
     p.add_argument('--json', default=None, help='also write the estimate as JSON')
 
 
@@ -314,6 +326,12 @@ def run(args) -> int:
     except ValueError:
         label = Path(files[0]).name
     print(render(doc, label))
+    if args.measured:
+        from pgd.reproduce.measured import measured_by_rule, render_measured
+        ref = _reference(plan, args.reference)
+        doc['measured'] = measured_by_rule(build_jobs(plan), ref / 'benchmarks')
+        print()
+        print(render_measured(doc['measured'], _reference_label(ref, plan)))
     if args.json:
         atomic_write_json(args.json, doc)
     return 0

@@ -52,26 +52,29 @@ class Job:
 
 # ----------------------------------------------------------------------------- benchmarks
 
-def read_benchmark(path) -> Optional[float]:
-    """Mean of the ``s`` (wall seconds) column of a Snakemake benchmark TSV."""
+def read_benchmark_columns(path) -> Dict[str, float]:
+    """Column -> mean over the repeats of a Snakemake benchmark TSV, for its numeric columns
+    (``s``: wall seconds, ``cpu_time``: CPU seconds, ``max_rss``: MB); ``{}`` when unreadable."""
     try:
         lines = Path(path).read_text(encoding='utf-8').strip().splitlines()
     except OSError:
-        return None
+        return {}
     if len(lines) < 2:
-        return None
+        return {}
     head = lines[0].split('\t')
-    if 's' not in head:
-        return None
-    col = head.index('s')
-    vals = []
+    vals: Dict[str, List[float]] = {}
     for line in lines[1:]:
-        cells = line.split('\t')
-        try:
-            vals.append(float(cells[col]))
-        except (IndexError, ValueError):
-            continue
-    return statistics.fmean(vals) if vals else None
+        for name, cell in zip(head, line.split('\t')):
+            try:
+                vals.setdefault(name, []).append(float(cell))
+            except ValueError:
+                continue
+    return {k: statistics.fmean(v) for k, v in vals.items() if v}
+
+
+def read_benchmark(path) -> Optional[float]:
+    """Mean of the ``s`` (wall seconds) column of a Snakemake benchmark TSV."""
+    return read_benchmark_columns(path).get('s')
 
 
 def load_benchmarks(root) -> Dict[str, float]:
