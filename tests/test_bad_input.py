@@ -390,3 +390,25 @@ def test_provenance_paths_are_never_absolute(tmp_path):
     _, cfg = load_config('mini/atss_r18_student')
     retarget_data_root(cfg, str(tmp_path / 'data'))
     assert dataset_info(cfg)['val_ann_file'] == 'annotations/synthetic_shapes_val.json'
+
+
+# ----------------------------------------------------------------------------- 6. counts
+
+@pytest.mark.parametrize('argv, line', [
+    (['estimate', '--cores', '0'], '--cores must be at least 1, got 0'),
+    (['estimate', '--gpus', '-2'], '--gpus must be at least 1, got -2'),
+    (['training-log', '.', '--out', 'OUT', '--max-points', '1'],
+     '--max-points must be at least 2, got 1'),
+])
+def test_count_options_must_be_positive(capsys, tmp_path, argv, line):
+    out = tmp_path / 'log.json'
+    rc, err = run_cli(capsys, *[str(out) if a == 'OUT' else a for a in argv])
+    assert rc != 0 and line in one_error_line(err)
+    assert not out.exists()
+
+
+def test_training_log_of_a_missing_run_folder(capsys, tmp_path):
+    out = tmp_path / 'training_log.json'
+    rc, err = run_cli(capsys, 'training-log', tmp_path / 'nope', '--out', out)
+    assert rc != 0 and 'run folder' in one_error_line(err) and 'does not exist' in err
+    assert not out.exists()

@@ -28,6 +28,7 @@ import math
 from pathlib import Path
 from typing import Dict, List
 
+from pgd.errors import UserError
 from pgd.io import atomic_write_json
 
 TRAIN_KEYS = ('lr', 'base_lr', 'grad_norm')
@@ -100,6 +101,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args) -> int:
+    if args.max_points < 2:  # the subsample keeps the first and the last entry
+        raise UserError(f'--max-points must be at least 2, got {args.max_points}')
+    if not Path(args.work_dir).is_dir():
+        raise UserError(f'run folder {args.work_dir} does not exist')
     doc = collect(args.work_dir, args.max_points)
     atomic_write_json(args.out, doc, indent=None)
     print(f"training log: {len(doc['train'])} train entries, {len(doc['val'])} validations "

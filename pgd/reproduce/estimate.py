@@ -313,6 +313,9 @@ def run(args) -> int:
     from pgd.io import atomic_write_json
     files: Sequence[str] = args.config or [str(REPO_ROOT / SCALE_FILES.get(
         args.scale or 'mini', f'config/{args.scale}.yaml'))]
+    for flag, n in (('--cores', args.cores), ('--gpus', args.gpus)):
+        if n is not None and n < 1:
+            raise UserError(f'{flag} must be at least 1, got {n}')
     for f in files:
         if not Path(f).is_file():
             raise UserError(f'config file {f} does not exist')
