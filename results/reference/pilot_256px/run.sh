@@ -4,13 +4,15 @@
 # has made its SYNTHETIC backbone pretraining (results/mini/pretrain/mini_r{18,34}/backbone.pth),
 # e.g. `snakemake --cores all results/mini/pretrain/mini_r34/backbone.pth
 # results/mini/pretrain/mini_r18/backbone.pth`. Writes to results/pilot_256px/ (not committed);
-# about 40 min of CPU on 2 cores. One thread per job, like the DAG's jobs.
+# about 40 min of CPU on 2 cores. One thread per job, like the DAG's jobs. TRAIN_OPTS adds
+# --cfg-options to both trainings (e.g. TRAIN_OPTS=train_cfg.max_epochs=1 for a quick check).
 set -euo pipefail
 export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
 P=results/reference/pilot_256px          # the two configs
 O=results/pilot_256px                    # outputs
 DATA=data/synthetic/pilot_256px/shapes
 PY=${PYTHON:-.venv/bin/python}
+TRAIN_OPTS=${TRAIN_OPTS:-}
 mkdir -p "$O"
 # the mini dataset (config/config.yaml: datasets.shapes) with --image-size 256
 $PY -m pgd make-data --kind shapes --out $DATA --num-train 640 --num-val 200 --image-size 256 \
@@ -21,11 +23,14 @@ $PY -m pgd geometry --ann $DATA/annotations/synthetic_shapes_train.json --k 30 \
   --json $O/geometry.json $P/atss_r18_student_256.py
 # teacher and student side by side, as the DAG runs two 1-thread jobs on 2 cores
 $PY -m pgd train $P/atss_r34_teacher_256.py --work-dir $O/runs/atss_r34_teacher --seed 0 \
-  --data-root $DATA --cfg-options pretrain_scale=mini > $O/teacher.log 2>&1 &
+  --data-root $DATA --cfg-options pretrain_scale=mini $TRAIN_OPTS > $O/teacher.log 2>&1 &
+TEACHER=$!
 $PY -m pgd train $P/atss_r18_student_256.py --work-dir $O/runs/atss_r18_student --seed 0 \
-  --data-root $DATA --cfg-options pretrain_scale=mini train_cfg.val_interval=2 \
+  --data-root $DATA --cfg-options pretrain_scale=mini train_cfg.val_interval=2 $TRAIN_OPTS \
   > $O/student.log 2>&1 &
-wait
+STUDENT=$!
+wait $TEACHER || { echo "teacher training failed: $O/teacher.log" >&2; exit 1; }
+wait $STUDENT || { echo "student training failed: $O/student.log" >&2; exit 1; }
 $PY -m pgd test $P/atss_r18_student_256.py $O/runs/atss_r18_student/final.pth \
   --data-root $DATA --out $O/metrics_atss_r18_student.json
 $PY -m pgd mask-out --config $P/atss_r34_teacher_256.py \
