@@ -5,6 +5,7 @@ Runs the real CLI (MMEngine Runner, pycocotools) on a 16-image SYNTHETIC dataset
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -119,12 +120,45 @@ def test_synthetic_images_of_another_size_are_refused(tmp_path):
                   '--data-root', tmp_path / 'd96')
     assert res.returncode == 2
     assert '96-px SYNTHETIC images' in res.stdout and 'image_size=128' in res.stdout
-    # changing the variable alone leaves the pipelines at 128 px: refused, naming the step
+    assert '--cfg-options image_size=96' in res.stdout
+    # a Resize set to some other size cannot follow image_size: refused, naming the step
     res = run_pgd('train', 'mini/atss_r18_student', '--work-dir', tmp_path / 'w',
-                  '--data-root', tmp_path / 'd96', '--cfg-options', 'image_size=96')
+                  '--data-root', tmp_path / 'd96', '--cfg-options', 'image_size=96',
+                  'train_dataloader.dataset.pipeline.2.scale=(112,112)')
     assert res.returncode == 2
-    assert ('train_dataloader.dataset.pipeline.2: Resize scale (128, 128) but' in res.stdout
-            and '96-px SYNTHETIC images' in res.stdout), res.stdout
+    assert ('train_dataloader.dataset.pipeline.2 (Resize, scale (112, 112)) cannot follow'
+            in res.stdout), res.stdout
+
+
+def test_image_size_option_resizes_every_pipeline(tmp_path):
+    """`--cfg-options image_size=N` (what the workflow passes when a dataset is drawn at
+    another size than the config's) moves every loader's Resize to N px, so N-px data is
+    accepted; without it the same data is refused. A size-dependent multi-scale step cannot
+    follow and stops with one line; a nonsense size too."""
+    from pgd.data.make_data import make_dataset
+    from pgd.engine.config_utils import load_config, retarget_data_root
+    from pgd.errors import UserError
+    make_dataset('shapes', str(tmp_path / 'd96'), num_train=2, num_val=2, image_size=96, seed=0)
+    _, cfg = load_config('mini/atss_r18_student', {'image_size': 96})
+    for key in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
+        scales = [t['scale'] for t in cfg[key].dataset.pipeline if t['type'] == 'Resize']
+        assert scales == [(96, 96)], (key, scales)
+    retarget_data_root(cfg, str(tmp_path / 'd96'))            # accepted
+    _, plain = load_config('mini/atss_r18_student')
+    with pytest.raises(UserError, match='96-px SYNTHETIC images'):
+        retarget_data_root(plain, str(tmp_path / 'd96'))
+    ms = tmp_path / 'ms.py'
+    repo = Path(__file__).resolve().parents[1]
+    ms.write_text(f"_base_ = ['{repo}/config/detectors/mini/atss_r18_student.py']\n"
+                  "train_dataloader = dict(dataset=dict(pipeline=[\n"
+                  "    dict(type='LoadImageFromFile'), dict(type='LoadAnnotations', with_bbox=True),\n"
+                  "    dict(type='RandomResize', scale=[(96, 96), (160, 160)], keep_ratio=True),\n"
+                  "    dict(type='PackDetInputs')]))\n")
+    with pytest.raises(UserError, match=r'pipeline.2 \(RandomResize, scale .*\) cannot follow'):
+        load_config(str(ms), {'image_size': 256})
+    for bad in (10, 'abc', 2.5):
+        with pytest.raises(UserError, match='image_size must be an integer >= 64'):
+            load_config('mini/atss_r18_student', {'image_size': bad})
 
 
 def test_ld_runs_through_mmdetections_kd_detector(tiny_shapes, tmp_path):

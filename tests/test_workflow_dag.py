@@ -166,6 +166,35 @@ def test_training_jobs_depend_on_their_scale_pretraining(tmp_path, plans):
     assert "--cfg-options pretrain_scale=smoke" in text
 
 
+def test_dataset_image_size_reaches_every_job_that_reads_the_data(tmp_path, plans):
+    """`datasets.<name>.image_size` other than the configs' own (128 px at mini) is passed to
+    every command that reads those images as `--cfg-options image_size=N` (the configs then
+    resize to N, pgd.engine.config_utils.apply_image_size), and enters the run fingerprints;
+    at the configs' own size nothing is passed and no fingerprint changes."""
+    overlay = tmp_path / "size256.yaml"
+    overlay.write_text("scale: size256\ndatasets:\n  shapes: {image_size: 256}\n")
+    res = snakemake(tmp_path, "-n", "-p", "--configfile", SCALES["mini"], overlay)
+    assert res.returncode == 0, res.stderr[-3000:]
+    commands = [ln for ln in (res.stdout + res.stderr).splitlines()
+                if re.search(r"-m pgd (train|distill|test|mask-out|analyse-quality|geometry) ",
+                             ln)]
+    assert len(commands) > 90
+    assert all("--cfg-options image_size=256" in c for c in commands), [
+        c for c in commands if "image_size=256" not in c][:2]
+    big = wp.load_plan(SCALES["mini"], [overlay])
+    run = next(iter(big.runs.values()))
+    mini = plans["mini"]
+    assert big.image_size_override(run.config, run.dataset) == 256
+    assert mini.image_size_override(run.config, run.dataset) is None
+    assert big.fingerprint(run) != mini.fingerprint(run)
+    # the published mini reference recorded the fingerprints of the configs' own size
+    ref = json.loads((REPO / "results" / "reference" / "mini" / "runs" / run.rel
+                      / "metrics.json").read_text())
+    assert mini.fingerprint(run) == ref["provenance"]["run_fingerprint"]
+    default = snakemake(tmp_path, "-n", "-p")
+    assert default.returncode == 0 and "image_size=" not in default.stdout + default.stderr
+
+
 def test_dry_run_paper(tmp_path, plans):
     res = snakemake(tmp_path, "-n", "-p", "--configfile", SCALES["paper"])
     assert res.returncode == 0, res.stderr[-3000:]

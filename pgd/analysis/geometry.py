@@ -32,6 +32,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument('--ann', required=True, help='COCO-format annotation file')
     p.add_argument('--k', type=int, default=30, help='PGW top-K to compare with (default 30)')
     p.add_argument('--json', dest='json_out', default=None, help='also write the summary here')
+    from mmengine.config import DictAction
+    p.add_argument('--cfg-options', nargs='+', action=DictAction, default=None,
+                   help='config overrides, e.g. image_size=256 for 256-px SYNTHETIC data')
 
 
 def _resize_rule(cfg) -> Tuple[Tuple[int, int], bool, int]:
@@ -82,7 +85,7 @@ def covered_locations(boxes: np.ndarray, axes) -> np.ndarray:
     return total
 
 
-def coverage(config: str, ann_file: str) -> np.ndarray:
+def coverage(config: str, ann_file: str, cfg_options=None) -> np.ndarray:
     """Covered locations of every non-crowd GT of ``ann_file`` for the detector ``config``."""
     from mmdet.registry import MODELS
 
@@ -90,7 +93,7 @@ def coverage(config: str, ann_file: str) -> np.ndarray:
     from pgd.engine.registry import register_all
     from pgd.errors import UserError
     register_all()
-    _, cfg = load_config(config)
+    _, cfg = load_config(config, cfg_options)
     scale, keep_ratio, divisor = _resize_rule(cfg)
     head = MODELS.build(cfg.model.bbox_head)   # the priors need the head only
     try:
@@ -146,7 +149,7 @@ def run(args) -> int:
         raise UserError(f'--k must be a positive integer, got {args.k}')
     if not Path(args.ann).is_file():
         raise UserError(f'annotation file not found: {args.ann}')
-    summary = summarise(coverage(args.config, args.ann), args.k)
+    summary = summarise(coverage(args.config, args.ann, args.cfg_options), args.k)
     print(format_summary(summary, args.config, args.ann))
     if args.json_out:
         atomic_write_json(args.json_out, dict(summary, config=args.config,

@@ -45,13 +45,12 @@ import os
 from pathlib import Path
 from typing import List, NamedTuple, Sequence
 
+from pgd.engine.config_utils import RESIZE_STEPS
 from pgd.errors import UserError
 
 XI = 0.8
 MASK_LOGIT = -1e4
 DEFAULT_RATIOS = '0,0.01,0.05,0.1'
-RESIZE_TYPES = ('Resize', 'RandomResize', 'RandomChoiceResize', 'FixShapeResize',
-                'FixScaleResize')
 
 
 # ----------------------------------------------------------------------------- CLI helpers
@@ -110,7 +109,7 @@ def gt_needs_scaling(cfg) -> bool:
     if not ann:
         raise UserError('the test pipeline does not load annotations (LoadAnnotations); the '
                         'analysis needs the GT boxes of the val images')
-    resize = [i for i, n in enumerate(names) if n in RESIZE_TYPES]
+    resize = [i for i, n in enumerate(names) if n in RESIZE_STEPS]
     return bool(resize) and ann[0] > resize[0]
 
 

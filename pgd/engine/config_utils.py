@@ -11,6 +11,9 @@ from pgd.paths import REPO_ROOT
 
 CONFIG_ROOT = REPO_ROOT / 'config' / 'detectors'
 LOADERS = ('train_dataloader', 'val_dataloader', 'test_dataloader')
+#: pipeline steps that set the input size
+RESIZE_STEPS = ('Resize', 'RandomResize', 'RandomChoiceResize', 'FixShapeResize',
+                'FixScaleResize')
 EVALUATORS = {'val_dataloader': 'val_evaluator', 'test_dataloader': 'test_evaluator'}
 # Full JSON validation is cheap for the synthetic/mini files; real COCO train json is ~450 MB,
 # so above this size only the opening bytes are checked.
@@ -67,12 +70,48 @@ def load_config(name_or_path: str, cfg_options: dict | None = None, resolve: boo
     from mmengine.config import Config
     path = resolve_config(name_or_path)
     cfg = Config.fromfile(str(path))
+    drawn_for = cfg.get('image_size')
     if cfg_options:
         cfg.merge_from_dict(cfg_options)
+        if 'image_size' in cfg_options and drawn_for is not None:
+            apply_image_size(cfg, int(drawn_for))
     if resolve:
         from pgd.pretrain.check import resolve_pretrained
         resolve_pretrained(cfg)
     return path, cfg
+
+
+#: make-data's smallest image side (pgd.data.make_data)
+MIN_IMAGE_SIZE = 64
+
+
+def apply_image_size(cfg, parsed: int) -> None:
+    """``--cfg-options image_size=N`` on a SYNTHETIC config: its fixed ``Resize`` steps follow.
+
+    MMEngine substitutes a config's variables when the file is parsed, so overriding the
+    variable alone would leave every pipeline resizing to the parsed ``parsed`` px (and
+    :func:`check_synthetic_image_size` would refuse N-px data). Here every loader's
+    ``Resize(scale=(parsed, parsed))`` becomes ``(N, N)``: the mini detectors then run on data
+    drawn at N px (``make-data --image-size N``; the workflow passes the dataset's
+    ``image_size``). Other resize steps derived from the size (multi-scale training) cannot be
+    rescaled safely and stop with one line.
+    """
+    size = cfg.get('image_size')
+    if isinstance(size, bool) or not isinstance(size, int) or size < MIN_IMAGE_SIZE:
+        raise UserError(f'image_size must be an integer >= {MIN_IMAGE_SIZE} (px), got {size!r}')
+    if not cfg.get('dataset_is_synthetic', False) or size == parsed:
+        return
+    for key in LOADERS:
+        pipeline = ((cfg.get(key) or {}).get('dataset') or {}).get('pipeline') or []
+        for i, step in enumerate(pipeline):
+            kind, scale = step.get('type'), step.get('scale')
+            fixed = kind == 'Resize' and isinstance(scale, (list, tuple))
+            if fixed and tuple(scale) == (parsed, parsed):
+                step['scale'] = (size, size)
+            elif kind in RESIZE_STEPS and not (fixed and tuple(scale) == (size, size)):
+                raise UserError(f'image_size={size}: {key}.dataset.pipeline.{i} ({kind}, scale '
+                                f'{scale}) cannot follow it; only Resize(scale=({parsed}, '
+                                f'{parsed})) steps are rescaled')
 
 
 def retarget_data_root(cfg, data_root: str) -> None:
@@ -104,9 +143,9 @@ def check_synthetic_image_size(cfg, data_root: Path) -> None:
     if expected is not None and int(expected) != drawn:
         raise UserError(f'{data_root} holds {drawn}-px SYNTHETIC images but the config '
                         f'resizes to image_size={expected}; regenerate the data with '
-                        f'--image-size {expected} or use a config for {drawn}-px images')
-    # `--cfg-options image_size=N` changes the variable, not the pipelines built from it when
-    # the config was parsed: a fixed Resize of another size would silently rescale the scenes
+                        f'--image-size {expected}, or pass --cfg-options image_size={drawn}')
+    # a Resize of another size (set directly, or a step apply_image_size could not rescale)
+    # would silently rescale the scenes
     for key in LOADERS:
         for i, step in enumerate(((cfg.get(key) or {}).get('dataset') or {}).get('pipeline')
                                  or []):

@@ -37,10 +37,21 @@ def config_digest(name: Optional[str], config_root: Optional[Path] = CONFIG_ROOT
     """
     if name is None:
         return None
+    return fingerprint(_merged_config(name, config_root))
+
+
+@functools.lru_cache(maxsize=None)
+def _merged_config(name: str, config_root: Optional[Path]) -> dict:
     from mmengine.config import Config  # lazy: the planner itself stays pure Python
     path = resolve_config(name, config_root)
-    cfg = Config.fromfile(str(path), import_custom_modules=False)
-    return fingerprint(cfg.to_dict())
+    return Config.fromfile(str(path), import_custom_modules=False).to_dict()
+
+
+def config_image_size(name: str, config_root: Optional[Path] = CONFIG_ROOT) -> Optional[int]:
+    """The ``image_size`` a SYNTHETIC detector config resizes to (None for other configs)."""
+    cfg = _merged_config(name, config_root)
+    size = cfg.get('image_size')
+    return int(size) if cfg.get('dataset_is_synthetic') and size is not None else None
 
 
 def method_digest(method: str, detector: str, method_root: Optional[Path] = None) -> str:
@@ -53,11 +64,15 @@ def run_fingerprint(plan, run) -> str:
     """The fingerprint of ``run`` (a :class:`pgd.workflow.runs.Run` of ``plan``)."""
     train_opts = plan.config["cfg_options"]["train"]
     data_root = plan.data_root(run.dataset)
+    # only when the data is drawn at another size than the config's: every fingerprint of a
+    # run at the configs' own size stays what it was before sizes could be changed
+    size = plan.image_size_override(run.config, run.dataset)
+    extra = ({"image_size": size}, ) if size is not None else ()
     if run.kind in ("teacher", "student"):
         return fingerprint(run.config, config_digest(run.config, plan.config_root),
-                           data_root, run.seed, train_opts)
+                           data_root, run.seed, train_opts, *extra)
     return fingerprint(run.config, run.teacher_config, run.teacher_run, run.method,
                        run.loss_options(), data_root, run.seed, train_opts,
                        config_digest(run.config, plan.config_root),
                        config_digest(run.teacher_config, plan.config_root),
-                       method_digest(run.method, run.detector, plan.method_root))
+                       method_digest(run.method, run.detector, plan.method_root), *extra)

@@ -3,7 +3,7 @@ mixin so that ``plan.py`` holds only how a config becomes runs and rows."""
 from __future__ import annotations
 
 import functools
-from typing import Dict, List
+from typing import Dict, List, Optional
 
 from pgd.workflow.runs import BASELINE_FALLBACK, FIGURES, PAPER_TABLES, RUN_KINDS, Analysis, Row, Run
 
@@ -19,6 +19,7 @@ class PlanQueries:
     """Queries on ``self.datasets``, ``self.runs``, ``self.rows`` and ``self.analyses``."""
 
     config: dict
+    config_root: object
     scale: str
     datasets: Dict[str, dict]
     runs: Dict[str, Run]
@@ -88,6 +89,21 @@ class PlanQueries:
         """The run's fingerprint (:func:`pgd.workflow.fingerprint.run_fingerprint`)."""
         from pgd.workflow.fingerprint import run_fingerprint
         return run_fingerprint(self, run)
+
+    def image_size_override(self, config: str, dataset: str) -> Optional[int]:
+        """The side ``dataset``'s SYNTHETIC images are drawn at when ``config`` resizes to
+        another one (e.g. ``image_size: 256`` with the 128-px mini configs): the jobs pass it
+        as ``--cfg-options image_size=N`` (:func:`pgd.engine.config_utils.apply_image_size`).
+        None when they agree or the data is external."""
+        from pgd.workflow.fingerprint import config_image_size
+        ds = self.datasets[dataset]
+        if ds["kind"] == "holdout":       # cut from another dataset's train images
+            ds = self.datasets[ds["of"]]
+        if ds["kind"] == "external":
+            return None
+        own = config_image_size(config, self.config_root)
+        size = int(ds["image_size"])
+        return size if own is not None and size != own else None
 
     def pretrained_checkpoints(self, run: Run) -> List[str]:
         """Local pretrained backbone files the run's config loads at this scale (the

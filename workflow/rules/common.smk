@@ -101,6 +101,17 @@ def cfg_options(kind):
     return ("--cfg-options " + " ".join(shlex.quote(o) for o in opts)) if opts else ""
 
 
+def image_size_args(config_name, dataset):
+    """``--cfg-options image_size=N`` when the dataset's SYNTHETIC images are drawn at another
+    size than the detector config resizes to (its ``image_size``), else ''."""
+    size = PLAN.image_size_override(config_name, dataset)
+    return f"--cfg-options image_size={size}" if size is not None else ""
+
+
+def joined(*args):
+    return " ".join(a for a in args if a)
+
+
 # ----------------------------------------------------------------------------- plan lookups
 
 def run_of(kind, wildcards):
@@ -174,8 +185,9 @@ def train_params(kind):
         work_dir=lambda w, output: os.path.dirname(output[0]),
         data_root=lambda w: shlex.quote(PLAN.data_root(run_of(kind, w).dataset)),
         seed=lambda w: run_of(kind, w).seed,
-        extra=" ".join(a for a in (cfg_options("train"), pretrain_args(), curve_args(kind),
-                                   device_args()) if a),
+        extra=lambda w: joined(cfg_options("train"), pretrain_args(), curve_args(kind),
+                               device_args(), image_size_args(run_of(kind, w).config,
+                                                              run_of(kind, w).dataset)),
         fingerprint=fp,
     )
 
@@ -210,7 +222,8 @@ def distill_params(kind):
         work_dir=lambda w, output: os.path.dirname(output[0]),
         data_root=lambda w: shlex.quote(PLAN.data_root(run_of(kind, w).dataset)),
         seed=lambda w: run_of(kind, w).seed,
-        extra=" ".join(a for a in (cfg_options("train"), pretrain_args(), device_args()) if a),
+        extra=lambda w: joined(cfg_options("train"), pretrain_args(), device_args(),
+                               image_size_args(run_of(kind, w).config, run_of(kind, w).dataset)),
         fingerprint=fp,
     )
 

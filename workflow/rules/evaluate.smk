@@ -22,7 +22,8 @@ rule evaluate:
         run_info=lambda w: run_info_args(eval_run(w).run_info()),
         # recorded, so `pgd estimate` can tell a benchmark of these settings from an older one
         fingerprint=lambda w: PLAN.fingerprint(eval_run(w)),
-        extra=" ".join(a for a in (cfg_options("test"), device_args()) if a),
+        extra=lambda w: joined(cfg_options("test"), device_args(),
+                               image_size_args(eval_run(w).config, eval_run(w).dataset)),
     log:
         f"{LOGS}/evaluate/{{kind}}/{{run}}.log",
     benchmark:
@@ -54,6 +55,8 @@ rule mask_out:
     params:
         launcher=launcher(min(1, res("analysis", "gpu"))),
         config=lambda w: analysis_of("mask_out", w).config,
+        size=lambda w: image_size_args(analysis_of("mask_out", w).config,
+                                       analysis_of("mask_out", w).dataset),
         data_root=lambda w: shlex.quote(PLAN.data_root(analysis_of("mask_out", w).dataset)),
         ratios=lambda w: ",".join(f"{float(x):g}"
                                   for x in analysis_of("mask_out", w).ratios),
@@ -71,7 +74,8 @@ rule mask_out:
         CONDA_ENV
     shell:
         "{params.launcher} mask-out --config {params.config} --checkpoint {input.ckpt}"
-        " --data-root {params.data_root} --ratios {params.ratios} --out {output} > {log} 2>&1"
+        " --data-root {params.data_root} --ratios {params.ratios} --out {output} {params.size}"
+        " > {log} 2>&1"
 
 
 rule quality_maps:
@@ -88,6 +92,8 @@ rule quality_maps:
     params:
         launcher=launcher(min(1, res("analysis", "gpu"))),
         config=lambda w: analysis_of("quality_maps", w).config,
+        size=lambda w: image_size_args(analysis_of("quality_maps", w).config,
+                                       analysis_of("quality_maps", w).dataset),
         data_root=lambda w: shlex.quote(
             PLAN.data_root(analysis_of("quality_maps", w).dataset)),
     log:
@@ -104,4 +110,4 @@ rule quality_maps:
         CONDA_ENV
     shell:
         "{params.launcher} analyse-quality --config {params.config} --checkpoint {input.ckpt}"
-        " --data-root {params.data_root} --out-dir {output} > {log} 2>&1"
+        " --data-root {params.data_root} --out-dir {output} {params.size} > {log} 2>&1"

@@ -18,6 +18,7 @@ rule geometry:
         py=PYQ,
         config=lambda w: _geometry_subjects()[w.dataset],
         ann=lambda w: shlex.quote(_geometry_ann(w.dataset)),
+        size=lambda w: image_size_args(_geometry_subjects()[w.dataset], w.dataset),
     log:
         f"{LOGS}/analysis/geometry/{{dataset}}.log",
     resources:
@@ -27,7 +28,7 @@ rule geometry:
         CONDA_ENV
     shell:
         "{params.py} -m pgd geometry {params.config} --ann {params.ann} --json {output}"
-        " > {log} 2>&1"
+        " {params.size} > {log} 2>&1"
 
 
 rule sanity_check:
