@@ -101,17 +101,22 @@ def apply_image_size(cfg, parsed: int) -> None:
         raise UserError(f'image_size must be an integer >= {MIN_IMAGE_SIZE} (px), got {size!r}')
     if not cfg.get('dataset_is_synthetic', False) or size == parsed:
         return
-    for key in LOADERS:
-        pipeline = ((cfg.get(key) or {}).get('dataset') or {}).get('pipeline') or []
+    # the loaders' pipelines, and the config-level lists they were built from (unused once
+    # parsed, but a dumped config should not say 128 px where the loaders say N)
+    pipelines = {f'{key}.dataset.pipeline':
+                 ((cfg.get(key) or {}).get('dataset') or {}).get('pipeline') or []
+                 for key in LOADERS}
+    pipelines.update({key: cfg.get(key) or [] for key in ('train_pipeline', 'test_pipeline')})
+    for where, pipeline in pipelines.items():
         for i, step in enumerate(pipeline):
             kind, scale = step.get('type'), step.get('scale')
             fixed = kind == 'Resize' and isinstance(scale, (list, tuple))
             if fixed and tuple(scale) == (parsed, parsed):
                 step['scale'] = (size, size)
             elif kind in RESIZE_STEPS and not (fixed and tuple(scale) == (size, size)):
-                raise UserError(f'image_size={size}: {key}.dataset.pipeline.{i} ({kind}, scale '
-                                f'{scale}) cannot follow it; only Resize(scale=({parsed}, '
-                                f'{parsed})) steps are rescaled')
+                raise UserError(f'image_size={size}: {where}.{i} ({kind}, scale {scale}) '
+                                f'cannot follow it; only Resize(scale=({parsed}, {parsed})) '
+                                f'steps are rescaled')
 
 
 def retarget_data_root(cfg, data_root: str) -> None:

@@ -40,13 +40,13 @@ def config_digest(name: Optional[str], config_root: Optional[Path] = CONFIG_ROOT
     return fingerprint(_merged_config(name, config_root))
 
 
-@functools.lru_cache(maxsize=None)
 def _merged_config(name: str, config_root: Optional[Path]) -> dict:
     from mmengine.config import Config  # lazy: the planner itself stays pure Python
     path = resolve_config(name, config_root)
     return Config.fromfile(str(path), import_custom_modules=False).to_dict()
 
 
+@functools.lru_cache(maxsize=None)
 def config_image_size(name: str, config_root: Optional[Path] = CONFIG_ROOT) -> Optional[int]:
     """The ``image_size`` a SYNTHETIC detector config resizes to (None for other configs)."""
     cfg = _merged_config(name, config_root)

@@ -8,7 +8,6 @@
 # --cfg-options to both trainings (e.g. TRAIN_OPTS=train_cfg.max_epochs=1 for a quick check).
 set -euo pipefail
 export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
-P=results/reference/pilot_256px          # the two configs
 O=results/pilot_256px                    # outputs
 DATA=data/synthetic/pilot_256px/shapes
 PY=${PYTHON:-.venv/bin/python}
@@ -20,20 +19,22 @@ $PY -m pgd make-data --kind shapes --out $DATA --num-train 640 --num-val 200 --i
   clutter_color_match=0.2 blur_prob=0.1 min_size=0.3 max_size=0.9 color_jitter=0.1 \
   occlusion_limit=0.5
 $PY -m pgd geometry --ann $DATA/annotations/synthetic_shapes_train.json --k 30 \
-  --json $O/geometry.json $P/atss_r18_student_256.py
+  --json $O/geometry.json mini/atss_r18_student --cfg-options image_size=256
 # teacher and student side by side, as the DAG runs two 1-thread jobs on 2 cores
-$PY -m pgd train $P/atss_r34_teacher_256.py --work-dir $O/runs/atss_r34_teacher --seed 0 \
-  --data-root $DATA --cfg-options pretrain_scale=mini $TRAIN_OPTS > $O/teacher.log 2>&1 &
+$PY -m pgd train mini/atss_r34_teacher --work-dir $O/runs/atss_r34_teacher --seed 0 \
+  --data-root $DATA --cfg-options pretrain_scale=mini image_size=256 $TRAIN_OPTS \
+  > $O/teacher.log 2>&1 &
 TEACHER=$!
-$PY -m pgd train $P/atss_r18_student_256.py --work-dir $O/runs/atss_r18_student --seed 0 \
-  --data-root $DATA --cfg-options pretrain_scale=mini train_cfg.val_interval=2 $TRAIN_OPTS \
+$PY -m pgd train mini/atss_r18_student --work-dir $O/runs/atss_r18_student --seed 0 \
+  --data-root $DATA --cfg-options pretrain_scale=mini image_size=256 train_cfg.val_interval=2 \
+  $TRAIN_OPTS
   > $O/student.log 2>&1 &
 STUDENT=$!
 wait $TEACHER || { echo "teacher training failed: $O/teacher.log" >&2; exit 1; }
 wait $STUDENT || { echo "student training failed: $O/student.log" >&2; exit 1; }
-$PY -m pgd test $P/atss_r18_student_256.py $O/runs/atss_r18_student/final.pth \
-  --data-root $DATA --out $O/metrics_atss_r18_student.json
-$PY -m pgd mask-out --config $P/atss_r34_teacher_256.py \
+$PY -m pgd test mini/atss_r18_student $O/runs/atss_r18_student/final.pth \
+  --data-root $DATA --out $O/metrics_atss_r18_student.json --cfg-options image_size=256
+$PY -m pgd mask-out --config mini/atss_r34_teacher --cfg-options image_size=256 \
   --checkpoint $O/runs/atss_r34_teacher/final.pth --data-root $DATA \
   --ratios 0,0.01,0.02,0.05,0.1 --out $O/mask_out_atss_r34_teacher.json
 for r in atss_r34_teacher atss_r18_student; do
