@@ -31,6 +31,9 @@ import numpy as np
 
 from pgd.data import synthetic as syn
 
+#: smallest image side the generator draws (px); detector configs are held to it too
+MIN_IMAGE_SIZE = 64
+
 # COCO's area ranges (pycocotools COCOeval.Params.areaRng), used for the stats in meta.json.
 SMALL_MAX, MEDIUM_MAX = 32 ** 2, 96 ** 2
 
@@ -52,8 +55,8 @@ def make_dataset(kind: str, out_dir: str, num_train: int = 1000, num_val: int = 
             raise ValueError(f"{name} must be >= 0, got {value}")
     if int(seed) < 0:
         raise ValueError(f"seed must be >= 0, got {seed}")
-    if int(image_size) < 64:
-        raise ValueError(f"image_size must be >= 64, got {image_size}")
+    if int(image_size) < MIN_IMAGE_SIZE:
+        raise ValueError(f"image_size must be >= {MIN_IMAGE_SIZE}, got {image_size}")
 
     ann_dir = os.path.join(out_dir, "annotations")
     os.makedirs(ann_dir, exist_ok=True)

@@ -81,8 +81,11 @@ def load_config(name_or_path: str, cfg_options: dict | None = None, resolve: boo
     return path, cfg
 
 
-#: make-data's smallest image side (pgd.data.make_data)
-MIN_IMAGE_SIZE = 64
+def _loader_pipelines(cfg):
+    """``(where, pipeline)`` of every dataloader's dataset (an empty list where none)."""
+    for key in LOADERS:
+        yield (f'{key}.dataset.pipeline',
+               ((cfg.get(key) or {}).get('dataset') or {}).get('pipeline') or [])
 
 
 def apply_image_size(cfg, parsed: int) -> None:
@@ -96,6 +99,7 @@ def apply_image_size(cfg, parsed: int) -> None:
     ``image_size``). Other resize steps derived from the size (multi-scale training) cannot be
     rescaled safely and stop with one line.
     """
+    from pgd.data.make_data import MIN_IMAGE_SIZE   # lazy: the generator imports cv2
     size = cfg.get('image_size')
     if isinstance(size, bool) or not isinstance(size, int) or size < MIN_IMAGE_SIZE:
         raise UserError(f'image_size must be an integer >= {MIN_IMAGE_SIZE} (px), got {size!r}')
@@ -103,9 +107,7 @@ def apply_image_size(cfg, parsed: int) -> None:
         return
     # the loaders' pipelines, and the config-level lists they were built from (unused once
     # parsed, but a dumped config should not say 128 px where the loaders say N)
-    pipelines = {f'{key}.dataset.pipeline':
-                 ((cfg.get(key) or {}).get('dataset') or {}).get('pipeline') or []
-                 for key in LOADERS}
+    pipelines = dict(_loader_pipelines(cfg))
     pipelines.update({key: cfg.get(key) or [] for key in ('train_pipeline', 'test_pipeline')})
     for where, pipeline in pipelines.items():
         for i, step in enumerate(pipeline):
@@ -151,12 +153,11 @@ def check_synthetic_image_size(cfg, data_root: Path) -> None:
                         f'--image-size {expected}, or pass --cfg-options image_size={drawn}')
     # a Resize of another size (set directly, or a step apply_image_size could not rescale)
     # would silently rescale the scenes
-    for key in LOADERS:
-        for i, step in enumerate(((cfg.get(key) or {}).get('dataset') or {}).get('pipeline')
-                                 or []):
+    for where, pipeline in _loader_pipelines(cfg):
+        for i, step in enumerate(pipeline):
             scale = step.get('scale') if step.get('type') == 'Resize' else None
             if scale is not None and tuple(scale) != (drawn, drawn):
-                raise UserError(f'{key}.dataset.pipeline.{i}: Resize scale {tuple(scale)} '
+                raise UserError(f'{where}.{i}: Resize scale {tuple(scale)} '
                                 f'but {data_root} holds {drawn}-px SYNTHETIC images; set it '
                                 f'to ({drawn}, {drawn}) too')
 

@@ -199,22 +199,12 @@ def _h(seconds: float) -> str:
                                                               f'{seconds:.0f} s')
 
 
-def _reference(plan, reference=None) -> Path:
-    return Path(reference) if reference else REPO_ROOT / REFERENCE_ROOT / plan.scale
-
-
-def _reference_label(ref: Path, plan) -> str:
-    """The reference tree as printed: relative to the repository, never a machine path."""
-    try:
-        return ref.resolve().relative_to(REPO_ROOT).as_posix()
-    except ValueError:
-        return f'{REFERENCE_ROOT}/{plan.scale} (given path)'
-
-
 def estimate(plan, reference=None, cores: Optional[int] = None,
-             gpus: Optional[int] = None) -> dict:
-    """The estimate as a dict (what :func:`render` prints)."""
-    ref = _reference(plan, reference)
+             gpus: Optional[int] = None, measured: bool = False) -> dict:
+    """The estimate as a dict (what :func:`render` prints); with ``measured`` also what the
+    reference run cost per rule (:func:`pgd.reproduce.measured.measured_by_rule`), under
+    ``'measured'``."""
+    ref = Path(reference) if reference else REPO_ROOT / REFERENCE_ROOT / plan.scale
     bench = load_benchmarks(ref / 'benchmarks')
     jobs = build_jobs(plan)
     assign_seconds(jobs, bench, plan.config.get('estimate'), load_fingerprints(ref / 'runs'))
@@ -241,9 +231,17 @@ def estimate(plan, reference=None, cores: Optional[int] = None,
     for t, info in tables.items():
         sub = {k: jobs[k] for k in table_jobs(plan, jobs, t)}
         info['wall_s'] = simulate(sub, cap, unit)
-    ref_label = _reference_label(ref, plan)
+    try:
+        ref_label = ref.resolve().relative_to(REPO_ROOT).as_posix()
+    except ValueError:
+        ref_label = f'{REFERENCE_ROOT}/{plan.scale} (given path)'
     est = plan.config.get('estimate') or {}
-    return {'scale': plan.scale, 'capacity': {unit: cap}, 'jobs': len(jobs),
+    extra = {}
+    if measured:
+        from pgd.reproduce.measured import measured_by_rule
+        extra['measured'] = measured_by_rule(jobs, ref / 'benchmarks')
+    return {'scale': plan.scale, 'reference': ref_label, **extra,
+            'capacity': {unit: cap}, 'jobs': len(jobs),
             'cpu_h': sum(j.cpu_h for j in jobs.values()),
             'gpu_h': sum(j.gpu_h for j in jobs.values()),
             'wall_s': wall, 'critical_path_s': critical_path(jobs),
@@ -323,18 +321,17 @@ def run(args) -> int:
         plan = load_plan(files[0], files[1:], config_root=REPO_ROOT / 'config' / 'detectors')
     except ConfigError as exc:
         raise UserError(f'config error: {exc}') from None
-    doc = estimate(plan, args.reference, cores=args.cores, gpus=args.gpus)
+    doc = estimate(plan, args.reference, cores=args.cores, gpus=args.gpus,
+                   measured=args.measured)
     try:
         label = Path(files[0]).resolve().relative_to(REPO_ROOT).as_posix()
     except ValueError:
         label = Path(files[0]).name
     print(render(doc, label))
     if args.measured:
-        from pgd.reproduce.measured import measured_by_rule, render_measured
-        ref = _reference(plan, args.reference)
-        doc['measured'] = measured_by_rule(build_jobs(plan), ref / 'benchmarks')
+        from pgd.reproduce.measured import render_measured
         print()
-        print(render_measured(doc['measured'], _reference_label(ref, plan)))
+        print(render_measured(doc['measured'], doc['reference']))
     if args.json:
         atomic_write_json(args.json, doc)
     return 0
