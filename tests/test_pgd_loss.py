@@ -4,10 +4,12 @@ import math
 import pytest
 import torch
 
-from pgd.distill.attention import (channel_attention, channel_attention_pooled,
+from pgd.distill.attention import (CHANNEL_REDUCTIONS, channel_attention,
+                                   channel_attention_pooled, channel_softmax, pgd_attention_maps,
                                    spatial_attention, spatial_attention_fgd)
 from pgd.distill.inputs import CapturedFeatures, DistillBatch, level_points, pad_gts
 from pgd.distill.losses import PGDLoss
+from pgd.distill.losses.weighted_error import weighted_squared_error
 from pgd.distill.pgw import pgw_masks_from_batch
 
 SIZES = [(6, 10), (3, 5)]
@@ -90,6 +92,31 @@ def test_attention_maps():
     assert ap.shape == (2, 5, 1, 1)
     ecp = torch.exp(f[1].abs().mean(dim=(1, 2)) / 0.5)
     torch.testing.assert_close(ap[1, :, 0, 0], 5 * ecp / ecp.sum())
+    # the loss's one-|F| pair: the same P, and A without its factor C
+    for reduce in CHANNEL_REDUCTIONS:
+        p2, s2 = pgd_attention_maps(f, 0.8, reduce)
+        torch.testing.assert_close(p2, spatial_attention(f, 0.8, reduce), rtol=0, atol=0)
+        torch.testing.assert_close(5 * s2, a)
+        torch.testing.assert_close(channel_softmax(f, 0.8), s2, rtol=0, atol=0)
+
+
+def test_weighted_squared_error_value_gradient_and_guards():
+    gen = torch.Generator().manual_seed(3)
+    f_t = torch.randn(2, 3, 4, 5, generator=gen, dtype=torch.float64)
+    w = torch.rand(2, 1, 4, 5, generator=gen, dtype=torch.float64)
+    f_s = torch.randn(2, 3, 4, 5, generator=gen, dtype=torch.float64, requires_grad=True)
+    got = weighted_squared_error(f_t, f_s, w)
+    ref = (w * (f_t - f_s).pow(2)).sum()
+    assert float(got) == pytest.approx(float(ref), rel=1e-12)
+    torch.testing.assert_close(torch.autograd.grad(got, f_s)[0],
+                               torch.autograd.grad(ref, f_s)[0])
+    assert torch.autograd.gradcheck(lambda s: weighted_squared_error(f_t, s, w), (f_s, ))
+    with pytest.raises(ValueError, match='detached'):
+        weighted_squared_error(f_t, f_s, w.clone().requires_grad_(True))
+    with pytest.raises(ValueError, match='detached'):
+        weighted_squared_error(f_s, f_s.detach(), w)
+    with pytest.raises(ValueError, match='student'):
+        weighted_squared_error(f_t[:, :2], f_s, w)
 
 
 # ------------------------------------------------------------------ explicit reference

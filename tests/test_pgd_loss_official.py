@@ -112,7 +112,9 @@ def official_reg(preds_s, preds_t, mask_fg, loss):
     return loss.gamma * fea, loss.delta * mask
 
 
-def official_loss(batch, loss, broadcast_bug=False):
+def official_loss(batch, loss, broadcast_bug=False, as_float=True):
+    """The four terms, as floats (or, ``as_float=False``, as tensors that keep the graph to the
+    student features)."""
     imp_cls = official_importance(batch, loss.xi_cls, loss.k)
     imp_reg = official_importance(batch, loss.xi_reg, loss.k)
     back = official_background(batch)
@@ -122,16 +124,17 @@ def official_loss(batch, loss, broadcast_bug=False):
         sl = slice(start, start + h * w)
         start += h * w
         as_map = lambda m: m[:, sl].reshape(-1, 1, h, w)      # noqa: E731
-        fea, att = official_cls(batch.student.cls_feat[lvl].detach(),
+        student = (lambda f: f.detach()) if as_float else (lambda f: f)   # noqa: E731
+        fea, att = official_cls(student(batch.student.cls_feat[lvl]),
                                 batch.teacher.cls_feat[lvl].detach(), as_map(imp_cls),
                                 as_map(back), loss, LEVEL_WEIGHTS[lvl], broadcast_bug)
-        out['fea_cls'] += float(fea)
-        out['att_cls'] += float(att)
-        fea, att = official_reg(batch.student.reg_feat[lvl].detach(),
+        out['fea_cls'] += fea
+        out['att_cls'] += att
+        fea, att = official_reg(student(batch.student.reg_feat[lvl]),
                                 batch.teacher.reg_feat[lvl].detach(), as_map(imp_reg), loss)
-        out['fea_reg'] += float(fea)
-        out['att_reg'] += float(att)
-    return out
+        out['fea_reg'] += fea
+        out['att_reg'] += att
+    return {key: float(val) for key, val in out.items()} if as_float else out
 
 
 # ------------------------------------------------------------------ tests
@@ -145,6 +148,26 @@ def test_default_equals_official_semantics(seed, k, alpha):
     for key, val in ref.items():
         assert val > 0, key
         assert float(got[f'loss_pgd_{key}']) == pytest.approx(val, rel=1e-5), key
+
+
+def test_default_gradients_equal_official_reference():
+    """The loss's written-out gradient (``weighted_squared_error``, folded ``C``, rows gathered
+    from channels-last views) equals autograd through the official expressions, per term."""
+    batch = make_batch(GTS, seed=21)
+    loss = PGDLoss(k=9)
+    got = loss(batch)
+    ref = official_loss(batch, loss, as_float=False)
+    feats = batch.student.cls_feat + batch.student.reg_feat
+    for key, val in ref.items():
+        g_got = torch.autograd.grad(got[f'loss_pgd_{key}'], feats, allow_unused=True,
+                                    retain_graph=True)
+        g_ref = torch.autograd.grad(val, feats, allow_unused=True, retain_graph=True)
+        assert any(g is not None and bool(g.abs().sum() > 0) for g in g_ref), key
+        for a, b in zip(g_got, g_ref):
+            if b is None:
+                assert a is None or not bool(a.any()), key
+            else:
+                torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-7 * float(b.abs().max()))
 
 
 def test_official_differs_from_paper_reading():

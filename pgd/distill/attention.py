@@ -27,12 +27,15 @@ All functions compute in float32 (float64 inputs stay float64) and keep the auto
 """
 from __future__ import annotations
 
+from typing import Tuple
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ['CHANNEL_REDUCTIONS', 'spatial_attention', 'channel_attention', 'spatial_attention_fgd',
-           'channel_attention_pooled']
+__all__ = ['CHANNEL_REDUCTIONS', 'spatial_attention', 'channel_attention', 'channel_softmax',
+           'pgd_attention_maps',
+           'spatial_attention_fgd', 'channel_attention_pooled']
 
 
 def _prep(feat: Tensor) -> Tensor:
@@ -45,34 +48,53 @@ def _prep(feat: Tensor) -> Tensor:
 CHANNEL_REDUCTIONS = ('mean', 'sum')
 
 
-def spatial_attention(feat: Tensor, tau: float = 0.8, channel_reduce: str = 'mean') -> Tensor:
-    """PGD spatial attention ``H W softmax_hw(reduce_c |F| / tau)``: (B, C, H, W) -> (B, 1, H, W).
-
-    ``channel_reduce='mean'`` is the official code's (and FGD's) definition, ``'sum'`` the
-    paper's printed Eq. 7.
-    """
+def _spatial_from_abs(a: Tensor, tau: float, channel_reduce: str) -> Tensor:
+    """``H W softmax_hw(reduce_c a / tau)`` of ``a = |F|`` (B, C, H, W) -> (B, 1, H, W)."""
     if channel_reduce not in CHANNEL_REDUCTIONS:
         raise ValueError(f'channel_reduce must be one of {CHANNEL_REDUCTIONS}, '
                          f'got {channel_reduce!r}')
-    a = _prep(feat)
     b, _, h, w = a.shape
     pooled = a.mean(dim=1) if channel_reduce == 'mean' else a.sum(dim=1)
     logits = pooled.reshape(b, h * w) / tau
     return (h * w * F.softmax(logits, dim=1)).reshape(b, 1, h, w)
 
 
+def spatial_attention(feat: Tensor, tau: float = 0.8, channel_reduce: str = 'mean') -> Tensor:
+    """PGD spatial attention ``H W softmax_hw(reduce_c |F| / tau)``: (B, C, H, W) -> (B, 1, H, W).
+
+    ``channel_reduce='mean'`` is the official code's (and FGD's) definition, ``'sum'`` the
+    paper's printed Eq. 7.
+    """
+    return _spatial_from_abs(_prep(feat), tau, channel_reduce)
+
+
+def channel_softmax(feat: Tensor, tau: float = 0.8) -> Tensor:
+    """``S = softmax_c(|F| / tau)`` (B, C, H, W): PGD's channel attention without its factor
+    ``C`` (``A = C * S``), for callers that fold ``C`` into a scalar."""
+    return F.softmax(_prep(feat) / tau, dim=1)
+
+
 def channel_attention(feat: Tensor, tau: float = 0.8) -> Tensor:
     """PGD per-location channel attention ``C softmax_c(|F| / tau)``: -> (B, C, H, W)."""
+    return feat.shape[1] * channel_softmax(feat, tau)
+
+
+def pgd_attention_maps(feat: Tensor, tau: float = 0.8,
+                       channel_reduce: str = 'mean') -> Tuple[Tensor, Tensor]:
+    """``(P, S)`` of one feature map from a single ``|F|``: the spatial attention of
+    :func:`spatial_attention` (B, 1, H, W) and :func:`channel_softmax` (B, C, H, W).
+
+    What the loss runs every step: ``|F|`` is taken once for both maps, and the constant ``C``
+    is left to the caller to fold into a scalar or a (B, 1, H, W) weight instead of scaling a
+    (B, C, H, W) tensor, forward and backward.
+    """
     a = _prep(feat)
-    return a.shape[1] * F.softmax(a / tau, dim=1)
+    return _spatial_from_abs(a, tau, channel_reduce), F.softmax(a / tau, dim=1)
 
 
 def spatial_attention_fgd(feat: Tensor, tau: float = 0.5) -> Tensor:
     """FGD spatial attention ``H W softmax_hw(mean_c |F| / tau)``: -> (B, 1, H, W)."""
-    a = _prep(feat)
-    b, _, h, w = a.shape
-    logits = a.mean(dim=1).reshape(b, h * w) / tau
-    return (h * w * F.softmax(logits, dim=1)).reshape(b, 1, h, w)
+    return _spatial_from_abs(_prep(feat), tau, 'mean')
 
 
 def channel_attention_pooled(feat: Tensor, tau: float = 0.5) -> Tensor:

@@ -58,10 +58,11 @@ import torch
 from mmdet.registry import MODELS
 from torch import Tensor, nn
 
-from ..attention import channel_attention, spatial_attention
+from ..attention import channel_attention, channel_softmax, pgd_attention_maps, spatial_attention
 from ..inputs import DistillBatch
 from ..pgw import (DEFAULT_RIDGE, batch_level_index, denormalise_per_level, inside_pairs,
                    normalise_per_level, pgw_masks_from_batch)
+from .weighted_error import weighted_squared_error
 
 __all__ = ['PGDLoss', 'PUBLIC_CODE_LEVEL_WEIGHTS', 'SEMANTICS']
 
@@ -233,34 +234,39 @@ class PGDLoss(nn.Module):
 
     # ------------------------------------------------------------------ official reading
     def _cls_terms_official(self, f_t: Tensor, f_s: Tensor, m_fg: Tensor, n_bg: Tensor):
-        """``PGDClsLoss`` (mask broadcast fixed), without the level weight: scalars."""
-        num_b, _, h, w = f_t.shape
-        p_t = spatial_attention(f_t, self.tau, 'mean')         # (B, 1, H, W)
-        a_t = channel_attention(f_t, self.tau)                 # (B, C, H, W)
-        p_s = spatial_attention(f_s, self.tau, 'mean')
-        a_s = channel_attention(f_s, self.tau)
-        diff2 = (f_t.to(a_t.dtype) - f_s.to(a_t.dtype)).pow(2)
-        weight = (self.alpha * m_fg + self.beta * n_bg)[:, None] * p_t
-        fea = (weight * a_t * diff2).sum() / num_b
-        att = self.delta * ((a_t - a_s).abs().sum() / (num_b * h * w)
+        """``PGDClsLoss`` (mask broadcast fixed), without the level weight: scalars.
+
+        ``A = C * S`` with ``S`` the channel softmax; ``C`` is folded into the (B, 1, H, W)
+        weight and the attention term's scalar (the module docstring's formula, fewer passes
+        over (B, C, H, W): measured in ``benchmarks/README.md``)."""
+        num_b, num_c, h, w = f_t.shape
+        p_t, s_t = pgd_attention_maps(f_t, self.tau, 'mean')   # (B, 1, H, W), (B, C, H, W)
+        p_s, s_s = pgd_attention_maps(f_s, self.tau, 'mean')
+        weight = (self.alpha * m_fg + self.beta * n_bg)[:, None] * p_t * num_c
+        fea = weighted_squared_error(f_t.to(s_t.dtype), f_s.to(s_t.dtype), weight * s_t) / num_b
+        att = self.delta * (num_c * (s_t - s_s).abs().sum() / (num_b * h * w)
                             + (p_t - p_s).abs().sum() / num_b)
         return fea, att
 
     def _reg_terms_official(self, f_t: Tensor, f_s: Tensor, imp: Tensor):
-        """``PGDRegLoss`` on the batch-pooled locations with raw importance ``imp`` != 0."""
-        pos = (imp != 0).flatten()                                    # (B*H*W,)
+        """``PGDRegLoss`` on the batch-pooled locations with raw importance ``imp`` != 0.
+
+        The (Q, C) rows are gathered from the channels-last views (no copy of the whole map);
+        ``A = C * S`` as in :meth:`_cls_terms_official`, ``C`` cancels in the feature term."""
+        pos = imp != 0                                                # (B, H, W)
         num_pos = int(pos.sum())
         if num_pos == 0:
             zero = f_s.sum() * 0.0
             return zero, zero
         num_c = f_t.shape[1]
-        rows_t = f_t.permute(0, 2, 3, 1).reshape(-1, num_c)[pos]      # (Q, C)
-        rows_s = f_s.permute(0, 2, 3, 1).reshape(-1, num_c)[pos]
-        a_t = channel_attention(rows_t[:, :, None, None], self.tau)[:, :, 0, 0]
-        a_s = channel_attention(rows_s[:, :, None, None], self.tau)[:, :, 0, 0]
-        diff2 = (rows_t.to(a_t.dtype) - rows_s.to(a_t.dtype)).pow(2)
-        fea = self.gamma * ((a_t * diff2).mean(dim=1) * imp.flatten()[pos]).mean()
-        att = self.delta * (a_t - a_s).abs().sum() / num_pos
+        rows_t = f_t.permute(0, 2, 3, 1)[pos]                         # (Q, C)
+        rows_s = f_s.permute(0, 2, 3, 1)[pos]
+        s_t = channel_softmax(rows_t[:, :, None, None], self.tau)[:, :, 0, 0]
+        s_s = channel_softmax(rows_s[:, :, None, None], self.tau)[:, :, 0, 0]
+        # gamma * mean_q(I_q * mean_k(A_kq d_kq^2)) = gamma / Q * sum_qk I_q S_kq d_kq^2
+        w_q = imp[pos].to(s_t.dtype)[:, None] * (self.gamma / num_pos)
+        fea = weighted_squared_error(rows_t.to(s_t.dtype), rows_s.to(s_t.dtype), w_q * s_t)
+        att = self.delta * num_c * (s_t - s_s).abs().sum() / num_pos
         return fea, att
 
     # ------------------------------------------------------------------ forward
