@@ -111,6 +111,12 @@ def test_weighted_squared_error_value_gradient_and_guards():
     torch.testing.assert_close(torch.autograd.grad(got, f_s)[0],
                                torch.autograd.grad(ref, f_s)[0])
     assert torch.autograd.gradcheck(lambda s: weighted_squared_error(f_t, s, w), (f_s, ))
+    # under autocast the sum stays in the inputs' precision
+    f32 = [t.float() for t in (f_t, f_s.detach(), w)]
+    with torch.autocast('cpu', dtype=torch.bfloat16):
+        low = weighted_squared_error(*f32)
+    assert low.dtype == torch.float32
+    assert float(low) == pytest.approx(float(ref), rel=1e-5)
     with pytest.raises(ValueError, match='detached'):
         weighted_squared_error(f_t, f_s, w.clone().requires_grad_(True))
     with pytest.raises(ValueError, match='detached'):

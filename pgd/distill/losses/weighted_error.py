@@ -21,11 +21,14 @@ class _WeightedSquaredError(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, f_t: Tensor, f_s: Tensor, w: Tensor) -> Tensor:
-        diff = f_s - f_t
-        w_diff = (w * diff).reshape(-1)
-        ctx.save_for_backward(w_diff)
-        ctx.shape = diff.shape
-        return torch.dot(w_diff, diff.reshape(-1))
+        # in the callers' dtype (float32): a sum over a whole feature map must not be reduced
+        # in half precision under autocast
+        with torch.autocast(device_type=f_s.device.type, enabled=False):
+            diff = f_s - f_t
+            w_diff = (w * diff).reshape(-1)
+            ctx.save_for_backward(w_diff)
+            ctx.shape = diff.shape
+            return torch.dot(w_diff, diff.reshape(-1))
 
     @staticmethod
     @once_differentiable
