@@ -510,7 +510,7 @@ def test_quality_of_a_subset_equals_the_full_computation(num_cells):
     """``pow`` differs by up to 1 ulp between torch's vectorised blocks and its scalar
     remainder loop; the bound's recomputation of the kept cells reproduces the full chunked
     computation bit for bit anyway (sparse._quality_at), for any subset."""
-    from pgd.distill.pgw.quality import _cell_quality
+    from pgd.distill.pgw.quality import _cell_max_iou, _cell_quality
     from pgd.distill.pgw.sparse import _quality_at
     g = torch.Generator().manual_seed(num_cells)
     num_n, num_g = 600, 7
@@ -527,4 +527,8 @@ def test_quality_of_a_subset_equals_the_full_computation(num_cells):
         for frac in (0.05, 0.5, 1.0):
             cells = (torch.rand(num_cells, generator=g) < frac).nonzero().squeeze(1)
             got = _quality_at(prob, boxes, gt_bboxes, labels, seg, bn, (0.8, 0.6), cells, chunk)
+            assert torch.equal(got, full[:, cells]), (chunk, frac)
+            # the same with the IoU of every cell given (gathered instead of recomputed)
+            got = _quality_at(prob, boxes, gt_bboxes, labels, seg, bn, (0.8, 0.6), cells, chunk,
+                              iou=_cell_max_iou(boxes, gt_bboxes, seg, bn, chunk))
             assert torch.equal(got, full[:, cells]), (chunk, frac)

@@ -6,7 +6,7 @@ the IoU kernels that reproduce mmdet's ``bbox_overlaps`` bit for bit.
 """
 from __future__ import annotations
 
-from typing import List, Sequence
+from typing import List, Optional, Sequence
 
 import torch
 from torch import Tensor
@@ -99,9 +99,13 @@ class _IouOperands:
 
 def _cell_quality(cls_prob: Tensor, boxes: Tensor, gt_bboxes: Tensor, gt_labels: Tensor,
                   seg: Tensor, bn: Tensor, xis: Sequence[float],
-                  chunk_elems: int = DEFAULT_CHUNK_ELEMS) -> Tensor:
+                  chunk_elems: int = DEFAULT_CHUNK_ELEMS, iou: Optional[Tensor] = None) -> Tensor:
     """Quality (max over A) of the cells (segment ``seg = b * G + g``, ``bn = b * N + n``):
-    (len(xis), P), row ``x`` for ``xis[x]``."""
+    (len(xis), P), row ``x`` for ``xis[x]``.
+
+    ``iou`` (P,), A = 1 only: the cells' IoU already computed by :func:`_cell_max_iou` (the
+    same kernel, hence the same values; its NaN -> 0 gives quality 0 where this would give NaN,
+    and every caller ranks NaN as 0), so that only the probabilities are gathered here."""
     dt = _work_dtype(cls_prob)
     num_pairs, num_a = bn.numel(), cls_prob.shape[2]
     outs = cls_prob.new_empty((len(xis), num_pairs), dtype=dt)
@@ -109,22 +113,25 @@ def _cell_quality(cls_prob: Tensor, boxes: Tensor, gt_bboxes: Tensor, gt_labels:
     num_c = cls_prob.shape[3]
     labels = gt_labels.clamp(min=0).reshape(-1)
     flat_prob = cls_prob.reshape(-1)
-    ops = _IouOperands(boxes, gt_bboxes, dt)
+    if iou is not None and num_a != 1:
+        raise ValueError('_cell_quality: a precomputed iou needs one prediction per location')
+    ops = _IouOperands(boxes, gt_bboxes, dt) if iou is None else None
     a_off = torch.arange(num_a, device=bn.device) * num_c
     for s in range(0, num_pairs, step):
         cb, cs = bn[s:s + step], seg[s:s + step]
         # flat index_select is much faster than multi-tensor advanced indexing on CPU
         idx = (cb * (num_a * num_c)).add_(labels.index_select(0, cs))
-        iou = ops.iou(cb, cs)                                              # (P,) / (P, A)
         if num_a == 1:
+            c_iou = ops.iou(cb, cs) if iou is None else iou[s:s + step]              # (P,)
             prob = flat_prob.index_select(0, idx).to(dt).clamp_(0, 1)              # (P,)
             for out, xi in zip(outs, xis):
-                torch.mul(prob.pow(1.0 - xi), iou.pow(xi), out=out[s:s + step])
+                torch.mul(prob.pow(1.0 - xi), c_iou.pow(xi), out=out[s:s + step])
             continue
+        c_iou = ops.iou(cb, cs)                                                  # (P, A)
         idx = (idx[:, None] + a_off).reshape(-1)
         prob = flat_prob.index_select(0, idx).view(-1, num_a).to(dt).clamp_(0, 1)  # (P, A)
         for out, xi in zip(outs, xis):
-            q = prob.pow(1.0 - xi).mul_(iou.pow(xi))
+            q = prob.pow(1.0 - xi).mul_(c_iou.pow(xi))
             torch.amax(q, dim=-1, out=out[s:s + step])
     return outs
 

@@ -48,15 +48,16 @@ _BOUND_MIN_Q = 1e-20
 #: would make ``u^xi`` nearly constant and the margin ``(1 + e)^(1 / xi)`` large).
 _BOUND_XI = (0.05, 1.0)
 #: The bound is used only from this many cells, and from :data:`_BOUND_MIN_CELLS_PER_GT` per
-#: (image, GT) with cells on average: below, its ~40 extra ops cost more than the gathers and
-#: powers it saves (measured, 1 thread: mini ATSS/AutoAssign batches, 42k cells, ~440 per GT:
-#: 7.9 -> 10.8 ms with the bound; COCO-sized inside rule, ~850 per GT: equal; COCO-sized
-#: official rule, ~2,200 per GT: 46 -> 37 ms). Module constants, so the tests can force it.
-_BOUND_MIN_CELLS = 1 << 15
-_BOUND_MIN_CELLS_PER_GT = 1024
-#: A sample of a segment wider than this many multiples of k (only with many ties of the IoU)
-#: is not used: that segment keeps all its cells (bounds the (X, segments, width) table).
-_BOUND_MAX_SAMPLE = 32
+#: (image, GT) with cells on average: below, its extra ops cost more than the gathers and
+#: powers it saves, or its IoU threshold keeps most cells (measured, 1 thread, since the
+#: sample's k-th value is one segmented sort and the kept cells reuse the IoU: the mini
+#: benchmark batches of ``bench_step_time.py``, 42k-69k cells, 440-770 per GT, random-weight
+#: teachers whose IoU keeps 74-84 % of the cells: ATSS 4.6 -> 6.2 ms, GFL 6.8 -> 10.1 ms with
+#: the bound; COCO-sized inside rule, 205k cells, ~850 per GT: 15.9 -> 12.9 ms; COCO-sized
+#: official rule, ~520k cells, ~2,200 per GT: 46 -> 37 ms when it was introduced). Module
+#: constants, so the tests can force it.
+_BOUND_MIN_CELLS = 1 << 17
+_BOUND_MIN_CELLS_PER_GT = 640
 
 
 def _bounded_quality(cls_prob, boxes, gt_bboxes, gt_labels, seg, bn, seg_count, xis, k,
@@ -75,8 +76,9 @@ def _bounded_quality(cls_prob, boxes, gt_bboxes, gt_labels, seg, bn, seg_count, 
     ``q >= v_k >= t``, hence ``u >= (t / (1 + e))^(1/xi) >= t^(1/xi) (1 - margin)``; only
     the cells above that IoU threshold (the smallest over the xi) get their probability
     gathered and their powers computed (~5 % of the official rule's cells, ~12 % of the
-    inside cells on that benchmark; the inside rule has too few cells per GT there to gain,
-    see :data:`_BOUND_MIN_CELLS_PER_GT`). Segments with fewer than ``k`` groups or with ``t < 1e-20``
+    inside cells on that benchmark; below :data:`_BOUND_MIN_CELLS_PER_GT` cells per GT the
+    plain computation is faster). The kept cells' IoU is reused from ``u``. Segments with
+    fewer than ``k`` sampled cells or with ``t < 1e-20``
     (zero-quality cells may then be selected by index; NaN counts 0) keep all their cells.
     The kept cells stay in their original order, so their top-k -- ties included -- is the
     top-k of all cells.
@@ -95,28 +97,26 @@ def _bounded_quality(cls_prob, boxes, gt_bboxes, gt_labels, seg, bn, seg_count, 
     sample = (u >= u_thr.index_select(0, seg)).nonzero().squeeze(1)
     s_seg = seg.index_select(0, sample)
     s_count = torch.bincount(s_seg, minlength=num_seg)
-    width = min(int(s_count.max()) if s_count.numel() else 0, _BOUND_MAX_SAMPLE * k)
     q_s = _cell_quality(cls_prob, boxes, gt_bboxes, gt_labels, s_seg, bn.index_select(0, sample),
-                        xis, chunk_elems)
+                        xis, chunk_elems, iou=u.index_select(0, sample))
     q_s = torch.nan_to_num_(q_s, nan=0.0).clamp_(min=0)
-    # k-th largest sampled quality per segment, on a (X, segments, width) table padded with
-    # -1 (sample cells are grouped by segment, slot = rank within the segment)
-    slot = torch.arange(sample.numel(), device=seg.device) - (
-        torch.cumsum(s_count, 0) - s_count).index_select(0, s_seg)
-    fits = slot < width
-    table = q_s.new_full((num_x, num_seg * width), -1.0)
-    table.index_copy_(1, (s_seg * width + slot)[fits], q_s[:, fits])
-    if width >= k:
-        t = table.view(num_x, num_seg, width).topk(k, dim=2, sorted=False).values.amin(dim=2)
-    else:
-        t = table.new_full((num_x, num_seg), -1.0)
-    ok = (t >= _BOUND_MIN_Q) & (s_count <= width)[None]   # -1: fewer than k sampled
+    # k-th largest sampled quality per (xi, segment): one segmented sort of all xi's samples
+    # (segments x * num_seg + s, each in sample order), then the k-th entry of each segment
+    xs_seg = (s_seg + (torch.arange(num_x, device=seg.device) * num_seg)[:, None]).view(-1)
+    xs_count = s_count.repeat(num_x)
+    order = _segment_order(xs_seg, q_s.view(-1))
+    has_k = xs_count >= k
+    kth = (torch.cumsum(xs_count, 0) - xs_count + (k - 1))[has_k]
+    t = q_s.new_full((num_x * num_seg, ), -1.0)                         # -1: fewer than k
+    t[has_k] = q_s.view(-1).index_select(0, order.index_select(0, kth))
+    t = t.view(num_x, num_seg)
+    ok = t >= _BOUND_MIN_Q
     inv_xi = 1.0 / torch.tensor(xis, dtype=torch.float64, device=seg.device)[:, None]
     thr = t.to(torch.float64).pow(inv_xi).mul_(1.0 - _BOUND_MARGIN)
     thr = thr.masked_fill_(~ok, float('-inf')).amin(dim=0).to(u.dtype)     # (num_seg,)
     cand = (u >= thr.index_select(0, seg)).nonzero().squeeze(1)
     return cand, _quality_at(cls_prob, boxes, gt_bboxes, gt_labels, seg, bn, xis, cand,
-                             chunk_elems)
+                             chunk_elems, iou=u)
 
 
 #: torch's CPU elementwise loops run blocks of 2 vector widths (<= 32 float32 on AVX-512) and
@@ -124,7 +124,8 @@ def _bounded_quality(cls_prob, boxes, gt_bboxes, gt_labels, seg, bn, seg_count, 
 _VEC_BLOCK = 64
 
 
-def _quality_at(cls_prob, boxes, gt_bboxes, gt_labels, seg, bn, xis, cells, chunk_elems):
+def _quality_at(cls_prob, boxes, gt_bboxes, gt_labels, seg, bn, xis, cells, chunk_elems,
+                iou=None):
     """``_cell_quality(all cells)[:, cells]`` bit for bit, computing only ``cells`` (ascending).
 
     ``pow`` is not position-independent on CPU (vectorised blocks vs the scalar remainder of
@@ -133,7 +134,9 @@ def _quality_at(cls_prob, boxes, gt_bboxes, gt_labels, seg, bn, xis, cells, chun
     the last 64 can fall in a scalar remainder. Here the other requested cells are padded to a
     multiple of 64 (all vectorised, as there), and the last 64 cells are recomputed behind
     ``L mod 64`` dummy cells, ``L`` the length of the last full chunk, so each of them sits at
-    the same distance from a chunk end as in the full computation. Requires A = 1.
+    the same distance from a chunk end as in the full computation. Requires A = 1. ``iou``
+    (all cells, optional): their IoU from :func:`_cell_max_iou`, gathered instead of
+    recomputed (IoU is exactly rounded arithmetic, the same in every position).
     """
     num_cells = seg.numel()
     tail0 = max(0, num_cells - _VEC_BLOCK)
@@ -144,7 +147,8 @@ def _quality_at(cls_prob, boxes, gt_bboxes, gt_labels, seg, bn, xis, cells, chun
                      front.new_zeros((last_len - n_tail) % _VEC_BLOCK),
                      torch.arange(tail0, num_cells, device=cells.device)])
     q = _cell_quality(cls_prob, boxes, gt_bboxes, gt_labels, seg.index_select(0, idx),
-                      bn.index_select(0, idx), xis, chunk_elems)
+                      bn.index_select(0, idx), xis, chunk_elems,
+                      iou=None if iou is None else iou.index_select(0, idx))
     pos_tail = idx.numel() - n_tail + (cells[cells >= tail0] - tail0)
     return q.index_select(1, torch.cat([torch.arange(front.numel(), device=cells.device),
                                         pos_tail]))
