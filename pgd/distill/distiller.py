@@ -21,7 +21,7 @@ from __future__ import annotations
 import copy
 import inspect
 import logging
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional
 
 import torch
 from mmdet.registry import MODELS

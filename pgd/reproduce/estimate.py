@@ -41,7 +41,6 @@ from __future__ import annotations
 
 import argparse
 import heapq
-import json
 import statistics
 from collections import defaultdict
 from pathlib import Path
