@@ -98,6 +98,14 @@ def test_attention_maps():
         torch.testing.assert_close(p2, spatial_attention(f, 0.8, reduce), rtol=0, atol=0)
         torch.testing.assert_close(5 * s2, a)
         torch.testing.assert_close(channel_softmax(f, 0.8), s2, rtol=0, atol=0)
+    # (Q, C) rows (the reg branch): the same softmax over channels as a (Q, C, 1, 1) map
+    rows = f.permute(0, 2, 3, 1).reshape(-1, 5)
+    torch.testing.assert_close(channel_softmax(rows, 0.8),
+                               channel_softmax(rows[:, :, None, None], 0.8)[:, :, 0, 0])
+    with pytest.raises(ValueError, match=r'\(Q, C\) rows'):
+        channel_softmax(f[0], 0.8)
+    with pytest.raises(ValueError, match='feature map, got'):
+        spatial_attention(rows, 0.8)
 
 
 def test_weighted_squared_error_value_gradient_and_guards():

@@ -38,9 +38,11 @@ __all__ = ['CHANNEL_REDUCTIONS', 'spatial_attention', 'channel_attention', 'chan
            'spatial_attention_fgd', 'channel_attention_pooled']
 
 
-def _prep(feat: Tensor) -> Tensor:
-    if feat.dim() != 4:
-        raise ValueError(f'expected a (B, C, H, W) feature map, got shape {tuple(feat.shape)}')
+def _prep(feat: Tensor, rows_ok: bool = False) -> Tensor:
+    if not (feat.dim() == 4 or (rows_ok and feat.dim() == 2)):
+        expected = '(B, C, H, W) feature map or (Q, C) rows' if rows_ok else \
+            '(B, C, H, W) feature map'
+        raise ValueError(f'expected a {expected}, got shape {tuple(feat.shape)}')
     return feat.abs() if feat.dtype == torch.float64 else feat.float().abs()
 
 
@@ -69,9 +71,14 @@ def spatial_attention(feat: Tensor, tau: float = 0.8, channel_reduce: str = 'mea
 
 
 def channel_softmax(feat: Tensor, tau: float = 0.8) -> Tensor:
-    """``S = softmax_c(|F| / tau)`` (B, C, H, W): PGD's channel attention without its factor
-    ``C`` (``A = C * S``), for callers that fold ``C`` into a scalar."""
-    return F.softmax(_prep(feat) / tau, dim=1)
+    """``S = softmax_c(|F| / tau)``: PGD's channel attention without its factor ``C``
+    (``A = C * S``), for callers that fold ``C`` into a scalar.
+
+    ``feat`` is a (B, C, H, W) map or (Q, C) rows of one (the loss's reg branch): pass rows as
+    2-D, not as (Q, C, 1, 1) -- torch's CPU softmax over dim 1 with trailing singleton dims
+    takes a slow path (measured, 1,567 x 64 rows: forward 0.39 vs 0.07 ms, with backward
+    1.16 vs 0.15 ms)."""
+    return F.softmax(_prep(feat, rows_ok=True) / tau, dim=1)
 
 
 def channel_attention(feat: Tensor, tau: float = 0.8) -> Tensor:

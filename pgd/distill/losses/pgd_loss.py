@@ -261,8 +261,8 @@ class PGDLoss(nn.Module):
         num_c = f_t.shape[1]
         rows_t = f_t.permute(0, 2, 3, 1)[pos]                         # (Q, C)
         rows_s = f_s.permute(0, 2, 3, 1)[pos]
-        s_t = channel_softmax(rows_t[:, :, None, None], self.tau)[:, :, 0, 0]
-        s_s = channel_softmax(rows_s[:, :, None, None], self.tau)[:, :, 0, 0]
+        s_t = channel_softmax(rows_t, self.tau)                       # (Q, C)
+        s_s = channel_softmax(rows_s, self.tau)
         # gamma * mean_q(I_q * mean_k(A_kq d_kq^2)) = gamma / Q * sum_qk I_q S_kq d_kq^2
         w_q = imp[pos].to(s_t.dtype)[:, None] * (self.gamma / num_pos)
         fea = weighted_squared_error(rows_t.to(s_t.dtype), rows_s.to(s_t.dtype), w_q * s_t)
