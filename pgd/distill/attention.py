@@ -34,8 +34,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 __all__ = ['CHANNEL_REDUCTIONS', 'spatial_attention', 'channel_attention', 'channel_softmax',
-           'pgd_attention_maps',
-           'spatial_attention_fgd', 'channel_attention_pooled']
+           'pgd_attention_maps', 'spatial_attention_fgd', 'channel_attention_pooled']
 
 
 def _prep(feat: Tensor, rows_ok: bool = False) -> Tensor:

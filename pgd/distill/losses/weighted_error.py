@@ -5,8 +5,8 @@ Autograd of the plain expression ``(w * (f_t - f_s).pow(2)).sum()`` records a su
 power and a product and replays them backwards (~8 passes over the feature map). The gradient
 is known in closed form, ``d/dF^S = -2 w (F^T - F^S) = 2 w (F^S - F^T)``, so here the forward
 is three passes (difference, weighted difference, dot product) and the backward one product of
-the saved weighted difference. Measured on the mini ATSS PGD loss (fwd + bwd, 1 thread):
-part of the 24.4 -> 18.4 ms of ``benchmarks/README.md``. The teacher features and the weights
+the saved weighted difference. Part of the PGD loss's -13 to -18 % (forward + backward, mini
+detectors, 1 thread; ``benchmarks/README.md``). The teacher features and the weights
 must not require gradients (they are detached teacher quantities in every caller); that is
 checked, so the missing gradients cannot pass silently.
 """

@@ -64,6 +64,12 @@ _BOUND_MIN_CELLS_PER_GT = 640
 _BOUND_GROUP = 8
 
 
+def _per_xi_segments(seg: Tensor, num_x: int, num_seg: int) -> Tensor:
+    """(X * P,): the cells of mask ``x`` as segments ``x * num_seg + seg`` -- one segmented
+    op then serves every xi (still non-decreasing, each xi's cells in their own order)."""
+    return (seg + (torch.arange(num_x, device=seg.device) * num_seg)[:, None]).view(-1)
+
+
 def _bounded_quality(cls_prob, boxes, gt_bboxes, gt_labels, seg, bn, seg_count, xis, k,
                      chunk_elems):
     """Quality (X, C) of only the cells that can be in a top-``k`` of their segment.
@@ -106,7 +112,7 @@ def _bounded_quality(cls_prob, boxes, gt_bboxes, gt_labels, seg, bn, seg_count, 
     q_s = torch.nan_to_num_(q_s, nan=0.0).clamp_(min=0)
     # k-th largest sampled quality per (xi, segment): one segmented sort of all xi's samples
     # (segments x * num_seg + s, each in sample order), then the k-th entry of each segment
-    xs_seg = (s_seg + (torch.arange(num_x, device=seg.device) * num_seg)[:, None]).view(-1)
+    xs_seg = _per_xi_segments(s_seg, num_x, num_seg)
     xs_count = s_count.repeat(num_x)
     order = _segment_order(xs_seg, q_s.view(-1))
     has_k = xs_count >= k
@@ -212,7 +218,7 @@ def _sparse_pgw(cls_prob, boxes, points, gt_bboxes, gt_labels, gt_valid, xis, k,
     # the top-K, the Gaussian fit and the normalisation run once over X * P cells (one set of
     # ops instead of one per xi, and sorts large enough for torch's radix sort). Cells keep
     # their order inside a segment, so ties and summation orders are those of one xi alone.
-    seg_x = (seg + (torch.arange(num_x, device=seg.device) * num_seg)[:, None]).view(-1)
+    seg_x = _per_xi_segments(seg, num_x, num_seg)
     chosen = _segment_topk(seg_x, qual.view(-1), seg_count.repeat(num_x), k)
     s_seg = seg_x.index_select(0, chosen)
     s_x = torch.div(chosen, num_cells, rounding_mode='floor')
@@ -301,14 +307,13 @@ def _sparse_pgw_all(cls_prob, boxes, points, gt_bboxes, gt_labels, gt_valid, xis
     seg_count = torch.zeros(num_seg, dtype=torch.long, device=seg.device).index_add_(
         0, rows[0], rows[2])
     num_cells = seg.numel()
-    x_off = torch.arange(num_x, device=seg.device) * num_seg
     if num_cells:
         cand, qual = _bounded_quality(cls_prob, boxes, gt_bboxes, gt_labels, seg, bn,
                                       seg_count, xis, k, _sparse_chunk(cls_prob, chunk_elems))
         if cand is not None:
             seg, bn = seg.index_select(0, cand), bn.index_select(0, cand)
             seg_count, num_cells = torch.bincount(seg, minlength=num_seg), cand.numel()
-        seg_x = (seg + x_off[:, None]).view(-1)
+        seg_x = _per_xi_segments(seg, num_x, num_seg)
         q_flat = qual.view(-1)
         chosen = _segment_topk(seg_x, q_flat, seg_count.repeat(num_x), k)
         chosen = chosen[q_flat.index_select(0, chosen) > 0]      # zeros: lowest index first
