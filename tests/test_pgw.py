@@ -151,7 +151,7 @@ def test_torch_loop_reference_matches_batched(seed, prefilter, monkeypatch):
 def test_segment_topk_prefilter_is_exact(seed):
     """The pre-filtered segmented top-K selects exactly what a full stable sort selects, with
     heavy ties (few distinct values, zeros, NaN, -0.0) and segments of 0 .. 2000 cells."""
-    from pgd.distill.pgw.sparse import _segment_order, _segment_topk
+    from pgd.distill.pgw.topk import _segment_order, _segment_topk
     g = torch.Generator().manual_seed(seed)
     num_seg = 40
     counts = torch.randint(0, 2000, (num_seg, ), generator=g)
@@ -170,6 +170,36 @@ def test_segment_topk_prefilter_is_exact(seed):
                 got = _segment_topk(seg, q.clone(), counts, k, prefilter_min_cells=min_cells)
                 assert torch.equal(got, expected), (dt, k, min_cells)
 
+
+@pytest.mark.parametrize('seed', range(6))
+def test_segment_kth_floor_is_a_tight_lower_bound(seed):
+    """The histogram bound is <= every segment's exact k-th largest value and at most one bin
+    below it, in unsorted segments with ties, bin edges, 1.0, values above 1 and -0.0;
+    segments with fewer than k values get the fill."""
+    from pgd.distill.pgw.topk import _segment_kth_floor
+    g = torch.Generator().manual_seed(seed)
+    num_seg, bins = 30, 64
+    counts = torch.randint(0, 300, (num_seg, ), generator=g)
+    counts[:3] = torch.tensor([0, 5, 29])
+    seg = torch.repeat_interleave(torch.arange(num_seg), counts)
+    seg = seg[torch.randperm(seg.numel(), generator=g)]         # any order
+    for dt in (torch.float32, torch.float64):
+        v = torch.rand(seg.numel(), generator=g).to(dt)
+        v[torch.rand(seg.numel(), generator=g) < 0.2] = 1.0
+        v[torch.rand(seg.numel(), generator=g) < 0.2] = 17 / bins            # a bin edge
+        v[torch.rand(seg.numel(), generator=g) < 0.05] = -0.0
+        v[torch.rand(seg.numel(), generator=g) < 0.02] = 1.0 + 1e-6
+        for k in (1, 7, 30):
+            got = _segment_kth_floor(seg, v, num_seg, k, bins, fill=-1.0)
+            for s in range(num_seg):
+                vals = v[seg == s].clamp(max=1.0)
+                if vals.numel() < k:
+                    assert got[s] == -1.0
+                    continue
+                kth = vals.sort(descending=True).values[k - 1]
+                assert got[s] <= kth, (dt, k, s)
+                assert kth - got[s] <= 1.0 / bins, (dt, k, s)
+                assert int((v[seg == s] >= got[s]).sum()) >= k
 
 @pytest.mark.parametrize('seed', range(0, 60, 3))
 def test_inside_pairs_grid_enumeration(seed):

@@ -61,15 +61,39 @@ _TOPK_PREFILTER_MIN_CELLS = 1 << 15
 _TOPK_PREFILTER_MIN_DENSITY = 8
 
 
+def _segment_kth_floor(seg: Tensor, v: Tensor, num_seg: int, k: int, bins: int,
+                       fill: float) -> Tensor:
+    """(num_seg,): a lower bound of every segment's k-th largest value, without a sort.
+
+    ``v`` (P,) must lie in [0, 1] (values above 1 count as 1) and be free of NaN; ``seg``
+    (P,) gives each value's segment (any order). The bound is the lower edge ``j / bins`` of
+    the highest histogram bin (``bins`` equal bins over [0, 1], a power of two) at and above
+    which a segment has at least ``k`` values: at least ``k`` of its values are then
+    ``>= j / bins``, so its k-th largest is too (``floor(v * bins) >= j`` exactly when
+    ``v >= j / bins``: the scaling by a power of two is exact). At most one bin width below
+    the exact k-th largest. Segments with fewer than ``k`` values get ``fill``. One
+    ``bincount`` instead of a segmented sort: the callers only need some lower bound.
+    """
+    idx = v.mul(bins).clamp_(0, bins - 1).to(torch.long).add_(seg * bins)
+    hist = torch.bincount(idx, minlength=num_seg * bins).view(num_seg, bins)
+    at_or_above = hist.flip(1).cumsum_(1)           # column c: values in bins >= bins-1-c
+    enough = at_or_above >= k
+    first = enough.to(torch.uint8).argmax(dim=1)    # first True (argmax returns the first)
+    edge = (bins - 1 - first).to(v.dtype).div_(bins)
+    return edge.masked_fill_(~enough[:, -1], fill)
+
+
 def _group_threshold(seg: Tensor, q: Tensor, seg_count: Tensor, k: int, group: int,
-                     fill: float) -> Tensor:
+                     fill: float, bins: Optional[int] = None) -> Tensor:
     """(num_seg,): the k-th largest maximum of consecutive groups of a segment's cells.
 
     Groups are runs of ``g = clamp(count // k, 1, group)`` cells (the last one shorter), so a
     segment with at least ``k`` cells has ``ceil(count / g) >= k`` groups; k distinct cells
     (one per group) are then ``>=`` the threshold, which makes it a lower bound of the
     segment's k-th largest value. Segments with fewer than ``k`` groups get ``fill``. ``q``
-    must be free of NaN.
+    must be free of NaN. ``bins`` (``q`` in [0, 1] only): return the histogram lower bound of
+    that k-th largest group maximum (:func:`_segment_kth_floor`) instead of sorting the group
+    maxima -- still a threshold that at least k groups reach.
     """
     num_seg = seg_count.numel()
     g_size = torch.div(seg_count, k, rounding_mode='floor').clamp_(1, group)
@@ -81,6 +105,8 @@ def _group_threshold(seg: Tensor, q: Tensor, seg_count: Tensor, k: int, group: i
     g_max = torch.segment_reduce(q, 'max', lengths=g_len)
     g_seg = torch.repeat_interleave(torch.arange(num_seg, device=seg.device), g_count,
                                     output_size=g_len.numel())
+    if bins is not None:
+        return _segment_kth_floor(g_seg, g_max, num_seg, k, bins, fill)
     g_order = _segment_order(g_seg, g_max)
     thr = q.new_full((num_seg, ), fill)
     big = g_count >= k
