@@ -7,6 +7,7 @@ locations per grid rectangle with them instead of building a (B, G, N) tensor.
 """
 from __future__ import annotations
 
+import functools
 from typing import Optional, Sequence, Tuple
 
 import torch
@@ -40,26 +41,56 @@ def points_inside_boxes(points: Tensor, gt_bboxes: Tensor,
     return inside
 
 
-def _grid_axes(points: Tensor, level_sizes: Sequence[Tuple[int, int]]):
-    """Per level (xs (W,), ys (H,), start) if ``points`` is a separable row-major grid with
-    strictly increasing axes, else None."""
-    axes, start = [], 0
+@functools.lru_cache(maxsize=32)
+def _grid_layout(level_sizes: Tuple[Tuple[int, int], ...], device: torch.device):
+    """Index tensors describing ``level_sizes`` flattened row-major, level after level (a
+    function of the sizes alone, so cached): per location, the first location of its column
+    (``col0``) and of its row (``row0``); the pairs of horizontally (``xa``, ``xb``) and
+    vertically (``ya``, ``yb``) adjacent locations of each level's first row / column; and
+    per level its axes as rows of (L, max W) / (L, max H) index tables (padding repeats the
+    level's last location, ``pad_x`` / ``pad_y`` mark it), its width and its start."""
+    col0, row0, xa, ya, x_tab, y_tab = [], [], [], [], [], []
+    max_w = max(w for _, w in level_sizes)
+    max_h = max(h for h, _ in level_sizes)
+    start = 0
     for h, w in level_sizes:
-        if h * w == 0 or start + h * w > points.shape[0]:
-            return None
-        lvl = points[start:start + h * w].reshape(h, w, 2)
-        xs, ys = lvl[0, :, 0], lvl[:, 0, 1]
-        if not (torch.equal(lvl[..., 0], xs[None, :].expand(h, w))
-                and torch.equal(lvl[..., 1], ys[:, None].expand(h, w))):
-            return None
-        if (w > 1 and not bool((xs[1:] > xs[:-1]).all())) or (
-                h > 1 and not bool((ys[1:] > ys[:-1]).all())):
-            return None
-        axes.append((xs, ys, start))
+        n = torch.arange(h * w, device=device)
+        col0.append(start + n % w)
+        row0.append(start + n // w * w)
+        xa.append(start + torch.arange(w - 1, device=device))
+        ya.append(start + torch.arange(h - 1, device=device) * w)
+        x_tab.append(start + torch.arange(max_w, device=device).clamp(max=w - 1))
+        y_tab.append(start + torch.arange(max_h, device=device).clamp(max=h - 1) * w)
         start += h * w
-    if start != points.shape[0]:
+    xa, ya = torch.cat(xa), torch.cat(ya)
+    widths = torch.tensor([w for _, w in level_sizes], device=device)
+    heights = torch.tensor([h for h, _ in level_sizes], device=device)
+    return dict(col0=torch.cat(col0), row0=torch.cat(row0), xa=xa, xb=xa + 1, ya=ya,
+                yb=ya + widths.repeat_interleave(heights - 1),
+                x_tab=torch.stack(x_tab), y_tab=torch.stack(y_tab),
+                pad_x=torch.arange(max_w, device=device)[None] >= widths[:, None],
+                pad_y=torch.arange(max_h, device=device)[None] >= heights[:, None],
+                widths=widths, starts=torch.cumsum(widths * heights, 0) - widths * heights)
+
+
+def _grid_axes(points: Tensor, level_sizes: Sequence[Tuple[int, int]]):
+    """The grid layout (:func:`_grid_layout`) if ``points`` is a separable row-major grid per
+    level with strictly increasing axes (every location's x is that of its column's first
+    location, its y that of its row's first location), else None. One set of whole-array
+    comparisons for all levels."""
+    sizes = tuple((int(h), int(w)) for h, w in level_sizes)
+    if not sizes or any(h * w == 0 for h, w in sizes) or sum(
+            h * w for h, w in sizes) != points.shape[0]:
         return None
-    return axes
+    grid = _grid_layout(sizes, points.device)
+    px, py = points[:, 0], points[:, 1]
+    if not (torch.equal(px, px.index_select(0, grid['col0']))
+            and torch.equal(py, py.index_select(0, grid['row0']))):
+        return None
+    if not (bool((px.index_select(0, grid['xb']) > px.index_select(0, grid['xa'])).all())
+            and bool((py.index_select(0, grid['yb']) > py.index_select(0, grid['ya'])).all())):
+        return None
+    return grid
 
 
 def _grid_rows(points: Tensor, gt_bboxes: Tensor, gt_valid: Tensor,
@@ -78,45 +109,46 @@ def _grid_rows(points: Tensor, gt_bboxes: Tensor, gt_valid: Tensor,
         - 1`` (``bn = b * N + n``) of segment ``row_seg[r] = b * G + g``; or None if ``points``
         is not a separable row-major grid per level (or ``level_sizes`` is None).
     """
-    axes = _grid_axes(points, level_sizes) if level_sizes is not None else None
-    if axes is None:
+    grid = _grid_axes(points, level_sizes) if level_sizes is not None else None
+    if grid is None:
         return None
     device = gt_bboxes.device
     num_b, num_g = gt_bboxes.shape[:2]
     num_n = points.shape[0]
-    lo_x, lo_y, hi_x, hi_y = (gt_bboxes[..., i].contiguous() for i in range(4))
-    i0s, j0s, hs, ws = [], [], [], []
-    for lvl, (xs, ys, _) in enumerate(axes):
-        # same comparison dtype as points_inside_boxes (points cast to the boxes' dtype)
-        xs = xs.to(device=device, dtype=gt_bboxes.dtype).contiguous()
-        ys = ys.to(device=device, dtype=gt_bboxes.dtype).contiguous()
-        if level_margin is not None:
-            m = level_margin[:, lvl, None].to(gt_bboxes.dtype)
-            lo_x, lo_y, hi_x, hi_y = (gt_bboxes[..., 0] - m, gt_bboxes[..., 1] - m,
-                                      gt_bboxes[..., 2] + m, gt_bboxes[..., 3] + m)
-        j0 = torch.searchsorted(xs, lo_x, right=True)       # first x > x1
-        j1 = torch.searchsorted(xs, hi_x, right=False)      # first x >= x2
-        i0 = torch.searchsorted(ys, lo_y, right=True)
-        i1 = torch.searchsorted(ys, hi_y, right=False)
-        i0s.append(i0), j0s.append(j0)
-        hs.append((i1 - i0).clamp(min=0)), ws.append((j1 - j0).clamp(min=0))
+    num_l = grid['widths'].numel()
+    # every level's axes as one row of a table padded with +inf, so that one batched
+    # searchsorted serves all levels (padding is never "< x"); same comparison dtype as
+    # points_inside_boxes (points cast to the boxes' dtype)
+    inf = float('inf')
+    xs = points[:, 0].to(gt_bboxes.dtype)[grid['x_tab']].masked_fill_(grid['pad_x'], inf)
+    ys = points[:, 1].to(gt_bboxes.dtype)[grid['y_tab']].masked_fill_(grid['pad_y'], inf)
+    xs, ys = xs.to(device), ys.to(device)                                 # (L, max W / H)
+    widths, starts = grid['widths'].to(device), grid['starts'].to(device)
+    box = gt_bboxes.reshape(1, num_b, num_g, 4)
+    if level_margin is not None:
+        m = level_margin.t().to(gt_bboxes.dtype)[:, :, None, None]            # (L, B, 1, 1)
+        box = box + m * box.new_tensor([-1.0, -1.0, 1.0, 1.0])
+    box = box.expand(num_l, num_b, num_g, 4).reshape(num_l, -1, 4)
+    j0 = torch.searchsorted(xs, box[..., 0].contiguous(), right=True)     # first x > x1
+    j1 = torch.searchsorted(xs, box[..., 2].contiguous(), right=False)    # first x >= x2
+    i0 = torch.searchsorted(ys, box[..., 1].contiguous(), right=True)
+    i1 = torch.searchsorted(ys, box[..., 3].contiguous(), right=False)
     # rectangles ordered (b, g, level); rows top to bottom -> runs sorted by (b, g, n)
-    i0, j0 = torch.stack(i0s, -1), torch.stack(j0s, -1)                   # (B, G, L)
-    hh, ww = torch.stack(hs, -1), torch.stack(ws, -1)
-    level_w = torch.tensor([len(a[0]) for a in axes], device=device)
-    level_start = torch.tensor([a[2] for a in axes], device=device)
-    num_l = len(axes)
-    rows_per_rect = (hh * ((ww > 0) & gt_valid.to(device)[..., None])).flatten()
-    seg = (torch.arange(num_b * num_g, device=device)[:, None].expand(-1, num_l)).flatten()
+    i0, j0 = i0.t().reshape(-1), j0.t().reshape(-1)                       # (B * G * L,)
+    hh = (i1.t().reshape(-1) - i0).clamp_(min=0)
+    ww = (j1.t().reshape(-1) - j0).clamp_(min=0)
+    lw = widths.repeat(num_b * num_g)
+    valid = gt_valid.to(device).reshape(-1).repeat_interleave(num_l)
+    rows_per_rect = hh * ((ww > 0) & valid)
+    seg = torch.arange(num_b * num_g, device=device).repeat_interleave(num_l)
     b_of = torch.div(seg, max(num_g, 1), rounding_mode='floor')
-    first = (b_of * num_n + (level_start + i0 * level_w + j0).flatten())    # first cell's bn
+    first = b_of * num_n + starts.repeat(num_b * num_g) + i0 * lw + j0       # first bn
     rect = torch.repeat_interleave(torch.arange(rows_per_rect.numel(), device=device),
                                    rows_per_rect)                            # (R,)
     row_in_rect = (torch.arange(rect.numel(), device=device)
                    - (torch.cumsum(rows_per_rect, 0) - rows_per_rect).index_select(0, rect))
-    lw = level_w.repeat(num_b * num_g)
     row_bn0 = first.index_select(0, rect) + row_in_rect * lw.index_select(0, rect)
-    return seg.index_select(0, rect), row_bn0, ww.flatten().index_select(0, rect)
+    return seg.index_select(0, rect), row_bn0, ww.index_select(0, rect)
 
 
 def _expand_rows(row_seg: Tensor, row_bn0: Tensor, row_w: Tensor) -> Tuple[Tensor, Tensor]:
