@@ -76,11 +76,12 @@ def _segment_kth_floor(seg: Tensor, v: Tensor, num_seg: int, k: int, bins: int,
     """
     idx = v.mul(bins).clamp_(0, bins - 1).to(torch.long).add_(seg * bins)
     hist = torch.bincount(idx, minlength=num_seg * bins).view(num_seg, bins)
-    at_or_above = hist.flip(1).cumsum_(1)           # column c: values in bins >= bins-1-c
-    enough = at_or_above >= k
-    first = enough.to(torch.uint8).argmax(dim=1)    # first True (argmax returns the first)
-    edge = (bins - 1 - first).to(v.dtype).div_(bins)
-    return edge.masked_fill_(~enough[:, -1], fill)
+    # values in bin j or above: the total minus those below j (no flip: it copies, slowly)
+    below = torch.cumsum(hist, 1).sub_(hist)
+    at_or_above = hist.sum(1, keepdim=True) - below
+    # non-increasing in j, so the bins with >= k values at or above are 0 .. j*
+    top = (at_or_above >= k).sum(1) - 1
+    return (top.to(v.dtype) / bins).masked_fill_(top < 0, fill)
 
 
 def _group_threshold(seg: Tensor, q: Tensor, seg_count: Tensor, k: int, group: int,
