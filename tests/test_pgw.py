@@ -102,13 +102,14 @@ def test_matches_loop_reference(seed):
 
 def _force_large_batch_paths(monkeypatch, on: bool):
     """Force (or disable) the paths of the sparse engine that only run on large batches: the
-    top-K group pre-filter and the IoU upper bound of the quality (sparse._bounded_quality)."""
-    import pgd.distill.pgw.sparse as sparse_mod
+    top-K group pre-filter and the quality bounds (bound._bounded_quality and, on grid
+    locations, bound._rect_bounded_quality)."""
+    import pgd.distill.pgw.bound as bound_mod
     import pgd.distill.pgw.topk as topk_mod
     monkeypatch.setattr(topk_mod, '_TOPK_PREFILTER_MIN_CELLS', 0 if on else 1 << 40)
     monkeypatch.setattr(topk_mod, '_TOPK_PREFILTER_MIN_DENSITY', 0 if on else 1 << 40)
-    monkeypatch.setattr(sparse_mod, '_BOUND_MIN_CELLS', 0 if on else 1 << 40)
-    monkeypatch.setattr(sparse_mod, '_BOUND_MIN_CELLS_PER_GT', 0 if on else 1 << 40)
+    monkeypatch.setattr(bound_mod, '_BOUND_MIN_CELLS', 0 if on else 1 << 40)
+    monkeypatch.setattr(bound_mod, '_BOUND_MIN_CELLS_PER_GT', 0 if on else 1 << 40)
 
 
 @pytest.mark.parametrize('prefilter', (False, True))
@@ -541,7 +542,7 @@ def test_quality_of_a_subset_equals_the_full_computation(num_cells):
     remainder loop; the bound's recomputation of the kept cells reproduces the full chunked
     computation bit for bit anyway (sparse._quality_at), for any subset."""
     from pgd.distill.pgw.quality import _cell_max_iou, _cell_quality
-    from pgd.distill.pgw.sparse import _quality_at
+    from pgd.distill.pgw.quality import _quality_at
     g = torch.Generator().manual_seed(num_cells)
     num_n, num_g = 600, 7
     prob = torch.rand(1, num_n, 1, 3, generator=g)

@@ -93,21 +93,20 @@ def _grid_axes(points: Tensor, level_sizes: Sequence[Tuple[int, int]]):
     return grid
 
 
-def _grid_rows(points: Tensor, gt_bboxes: Tensor, gt_valid: Tensor,
-               level_sizes: Optional[Sequence[Tuple[int, int]]],
-               level_margin: Optional[Tensor] = None):
-    """Inside locations of every valid GT as runs of consecutive flattened locations.
+def _grid_rects(points: Tensor, gt_bboxes: Tensor, gt_valid: Tensor,
+                level_sizes: Optional[Sequence[Tuple[int, int]]],
+                level_margin: Optional[Tensor] = None):
+    """The locations strictly inside every GT, as one grid rectangle per (image, GT, level).
 
-    On a grid level the locations strictly inside a box form a rectangle (found with
-    ``searchsorted``), and each row of that rectangle is a run of consecutive flattened indices.
-    ``level_margin`` (B, L), if given, widens every box of image b on level l by
-    ``level_margin[b, l]`` on all four sides first.
+    On a grid level the locations strictly inside a box form a rectangle, found with
+    ``searchsorted``. ``level_margin`` (B, L), if given, widens every box of image b on level l
+    by ``level_margin[b, l]`` on all four sides first.
 
     Returns:
-        ``(row_seg, row_bn0, row_w)``, (R,) long tensors ordered by (image, GT, location): row
-        ``r`` covers the flat (image, location) indices ``row_bn0[r] ... row_bn0[r] + row_w[r]
-        - 1`` (``bn = b * N + n``) of segment ``row_seg[r] = b * G + g``; or None if ``points``
-        is not a separable row-major grid per level (or ``level_sizes`` is None).
+        None if ``points`` is not a separable row-major grid per level (or ``level_sizes`` is
+        None), else a dict of (B * G * L,) long tensors ordered by (image, GT, level): ``rows``
+        (0 for an empty rectangle or an invalid GT), ``width``, ``first`` (flat ``b * N + n``
+        of the top-left location), ``level_w`` (the level's width); and ``num_l``.
     """
     grid = _grid_axes(points, level_sizes) if level_sizes is not None else None
     if grid is None:
@@ -133,46 +132,80 @@ def _grid_rows(points: Tensor, gt_bboxes: Tensor, gt_valid: Tensor,
     j1 = torch.searchsorted(xs, box[..., 2].contiguous(), right=False)    # first x >= x2
     i0 = torch.searchsorted(ys, box[..., 1].contiguous(), right=True)
     i1 = torch.searchsorted(ys, box[..., 3].contiguous(), right=False)
-    # rectangles ordered (b, g, level); rows top to bottom -> runs sorted by (b, g, n)
     i0, j0 = i0.t().reshape(-1), j0.t().reshape(-1)                       # (B * G * L,)
     hh = (i1.t().reshape(-1) - i0).clamp_(min=0)
     ww = (j1.t().reshape(-1) - j0).clamp_(min=0)
     lw = widths.repeat(num_b * num_g)
     valid = gt_valid.to(device).reshape(-1).repeat_interleave(num_l)
-    rows_per_rect = hh * ((ww > 0) & valid)
-    seg = torch.arange(num_b * num_g, device=device).repeat_interleave(num_l)
-    b_of = torch.div(seg, max(num_g, 1), rounding_mode='floor')
-    first = b_of * num_n + starts.repeat(num_b * num_g) + i0 * lw + j0       # first bn
-    rect = torch.repeat_interleave(torch.arange(rows_per_rect.numel(), device=device),
-                                   rows_per_rect)                            # (R,)
+    b_of = torch.arange(num_b, device=device).repeat_interleave(num_g * num_l)
+    first = b_of * num_n + starts.repeat(num_b * num_g) + i0 * lw + j0
+    return dict(rows=hh * ((ww > 0) & valid), width=ww, first=first, level_w=lw, num_l=num_l)
+
+
+def _rect_rows(rects: dict, rows: Optional[Tensor] = None, with_pos: bool = False):
+    """The rectangles of :func:`_grid_rects` as runs of consecutive flattened locations.
+
+    ``rows`` (default ``rects['rows']``): how many of each rectangle's rows to emit (0 skips
+    it). Returns ``(row_seg, row_bn0, row_w)``, (R,) ordered by (image, GT, location): run
+    ``r`` covers the flat indices ``row_bn0[r] ... row_bn0[r] + row_w[r] - 1`` of segment
+    ``row_seg[r] = b * G + g``; with ``with_pos``, also ``row_pos0``: the position of each
+    run's first cell in the enumeration of *all* cells of ``rects``.
+    """
+    per_rect = rects['rows'] if rows is None else rows
+    device = per_rect.device
+    rect = torch.repeat_interleave(torch.arange(per_rect.numel(), device=device), per_rect)
     row_in_rect = (torch.arange(rect.numel(), device=device)
-                   - (torch.cumsum(rows_per_rect, 0) - rows_per_rect).index_select(0, rect))
-    row_bn0 = first.index_select(0, rect) + row_in_rect * lw.index_select(0, rect)
-    return seg.index_select(0, rect), row_bn0, ww.index_select(0, rect)
+                   - (torch.cumsum(per_rect, 0) - per_rect).index_select(0, rect))
+    width = rects['width'].index_select(0, rect)
+    row_bn0 = (rects['first'].index_select(0, rect)
+               + row_in_rect * rects['level_w'].index_select(0, rect))
+    runs = (torch.div(rect, rects['num_l'], rounding_mode='floor'), row_bn0, width)
+    if not with_pos:
+        return runs
+    cells = rects['rows'] * rects['width']
+    start = (torch.cumsum(cells, 0) - cells).index_select(0, rect)
+    return runs + (start + row_in_rect * width, )
 
 
-def _expand_rows(row_seg: Tensor, row_bn0: Tensor, row_w: Tensor) -> Tuple[Tensor, Tensor]:
-    """Runs -> per-cell (segment, flat (image, location) index), sorted by (segment, bn).
+def _grid_rows(points: Tensor, gt_bboxes: Tensor, gt_valid: Tensor,
+               level_sizes: Optional[Sequence[Tuple[int, int]]],
+               level_margin: Optional[Tensor] = None):
+    """Inside locations of every valid GT as runs of consecutive flattened locations:
+    :func:`_rect_rows` of :func:`_grid_rects` (same arguments), or None off a grid."""
+    rects = _grid_rects(points, gt_bboxes, gt_valid, level_sizes, level_margin)
+    return None if rects is None else _rect_rows(rects)
 
-    Both are running sums: ``bn`` grows by 1 from cell to cell except at the first cell of a
-    row, where it jumps to the row's start; ``seg`` changes only at row starts. So each is one
-    ``cumsum`` of a constant array with the jumps written at the row starts -- about 2x faster
-    on CPU than ``repeat_interleave`` (which builds and gathers through a (P,) index) plus an
-    ``arange``, and it touches fewer (P,) temporaries.
+
+def _expand_rows(row_seg: Tensor, row_bn0: Tensor, row_w: Tensor,
+                 row_pos0: Optional[Tensor] = None):
+    """Runs -> per-cell (segment, flat (image, location) index), sorted by (segment, bn), and
+    with ``row_pos0`` (see :func:`_rect_rows`) also each cell's position.
+
+    Each is a running sum: ``bn`` (and the position) grows by 1 from cell to cell except at
+    the first cell of a row, where it jumps to the row's start; ``seg`` changes only at row
+    starts. So each is one ``cumsum`` of a constant array with the jumps written at the row
+    starts -- about 2x faster on CPU than ``repeat_interleave`` (which builds and gathers
+    through a (P,) index) plus an ``arange``, and it touches fewer (P,) temporaries.
     """
     row_end = torch.cumsum(row_w, 0)
     num_cells = int(row_end[-1]) if row_w.numel() else 0
     rows = (row_w > 0).nonzero().squeeze(1)                 # empty rows have no first cell
-    start, bn0, w, sg = (t.index_select(0, rows) for t in (row_end - row_w, row_bn0, row_w,
-                                                           row_seg))
-    # jump of bn at a row start: this row's first bn minus the previous row's last bn
-    bn_jump = torch.cat([bn0[:1], bn0[1:] - (bn0[:-1] + w[:-1] - 1)])
+    start, w, sg = (t.index_select(0, rows) for t in (row_end - row_w, row_w, row_seg))
+    device = row_w.device
+
+    def running(first_of_row: Tensor) -> Tensor:
+        # jump at a row start: this row's first value minus the previous row's last value
+        f = first_of_row.index_select(0, rows)
+        jump = torch.cat([f[:1], f[1:] - (f[:-1] + w[:-1] - 1)])
+        ones = torch.ones(num_cells, dtype=torch.long, device=device)
+        return ones.index_copy_(0, start, jump).cumsum_(0)
+
     seg_jump = torch.cat([sg[:1], sg[1:] - sg[:-1]])
-    ones = torch.ones(num_cells, dtype=torch.long, device=row_w.device)
-    bn = ones.index_copy_(0, start, bn_jump).cumsum_(0)
-    zeros = torch.zeros(num_cells, dtype=torch.long, device=row_w.device)
+    zeros = torch.zeros(num_cells, dtype=torch.long, device=device)
     seg = zeros.index_copy_(0, start, seg_jump).cumsum_(0)
-    return seg, bn
+    if row_pos0 is None:
+        return seg, running(row_bn0)
+    return seg, running(row_bn0), running(row_pos0)
 
 
 def _inside_cells(points: Tensor, gt_bboxes: Tensor, gt_valid: Tensor,

@@ -158,6 +158,58 @@ def _cell_max_iou(boxes: Tensor, gt_bboxes: Tensor, seg: Tensor, bn: Tensor,
     return torch.nan_to_num_(out, nan=0.0)
 
 
+#: torch's CPU elementwise loops run blocks of 2 vector widths (<= 32 float32 on AVX-512) and
+#: a scalar loop for the rest of a tensor, and ``pow`` differs by up to 1 ulp between the two.
+_VEC_BLOCK = 64
+
+
+def _quality_at_positions(cls_prob, boxes, gt_bboxes, gt_labels, xis, chunk_elems, num_cells,
+                          seg, bn, iou, pos, tail_seg, tail_bn, tail_iou):
+    """``_cell_quality(all cells)[:, pos]`` bit for bit, computing only the cells at the
+    ascending positions ``pos`` (their ``seg``, ``bn``, ``iou``) of the ``num_cells`` cells.
+
+    ``pow`` is not position-independent on CPU (vectorised blocks vs the scalar remainder of
+    each tensor, up to 1 ulp apart, which can reorder tied qualities). The full computation
+    runs chunks of ``chunk_elems`` cells (a multiple of :data:`_VEC_BLOCK`), so only cells among
+    the last 64 can fall in a scalar remainder. Here the other requested cells are padded to a
+    multiple of 64 (all vectorised, as there), and the last ``n_tail = min(64, num_cells)``
+    cells -- given as ``tail_seg``, ``tail_bn``, ``tail_iou`` -- are recomputed behind
+    ``(L - n_tail) mod 64`` dummy cells, ``L`` the length of the last full chunk, so each of
+    them sits at the same distance from a chunk end as in the full computation. Requires
+    A = 1. ``iou`` / ``tail_iou``: the cells' IoU from :func:`_cell_max_iou` (exactly rounded
+    arithmetic, the same in every position), or both None to recompute it.
+    """
+    n_tail = tail_seg.numel()
+    tail0 = num_cells - n_tail
+    last_len = num_cells - chunk_elems * ((num_cells - 1) // chunk_elems)
+    front = (pos < tail0).nonzero().squeeze(1)
+    n_front = front.numel()
+    n_pad = (-n_front) % _VEC_BLOCK + (last_len - n_tail) % _VEC_BLOCK
+
+    def join(cell_vals, tail_vals):            # front cells, dummies (tail cell 0), tail
+        return torch.cat([cell_vals.index_select(0, front), tail_vals[:1].expand(n_pad),
+                          tail_vals])
+
+    q = _cell_quality(cls_prob, boxes, gt_bboxes, gt_labels, join(seg, tail_seg),
+                      join(bn, tail_bn), xis, chunk_elems,
+                      iou=None if iou is None else join(iou, tail_iou))
+    in_tail = pos.index_select(0, (pos >= tail0).nonzero().squeeze(1)) - tail0
+    return q.index_select(1, torch.cat([torch.arange(n_front, device=pos.device),
+                                        q.shape[1] - n_tail + in_tail]))
+
+
+def _quality_at(cls_prob, boxes, gt_bboxes, gt_labels, seg, bn, xis, cells, chunk_elems,
+                iou=None):
+    """``_cell_quality(all cells)[:, cells]`` bit for bit, computing only ``cells`` (ascending
+    indices into all cells ``seg``, ``bn``; ``iou`` optional, of all cells):
+    :func:`_quality_at_positions`."""
+    tail = slice(max(0, seg.numel() - _VEC_BLOCK), None)
+    pick = (lambda t: None if t is None else t.index_select(0, cells))
+    return _quality_at_positions(
+        cls_prob, boxes, gt_bboxes, gt_labels, xis, chunk_elems, seg.numel(), pick(seg),
+        pick(bn), pick(iou), cells, seg[tail], bn[tail], None if iou is None else iou[tail])
+
+
 def _pair_quality(cls_prob: Tensor, boxes: Tensor, gt_bboxes: Tensor, gt_labels: Tensor,
                   pb: Tensor, pg: Tensor, pn: Tensor, xis: Sequence[float],
                   chunk_elems: int = DEFAULT_CHUNK_ELEMS) -> List[Tensor]:

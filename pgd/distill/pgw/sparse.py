@@ -15,9 +15,9 @@ from torch import Tensor
 
 from .defaults import _work_dtype
 from .importance import _mahalanobis_sq, _segment_gaussian
-from .locations import _expand_rows, _grid_rows, _inside_cells
-from .quality import _cell_max_iou, _cell_quality
-from .topk import _group_threshold, _segment_kth_floor, _segment_topk, _stable_argsort
+from .bound import _bounded_quality, _rect_bounded_quality
+from .locations import _expand_rows, _grid_rects, _inside_cells, _rect_rows
+from .topk import _per_xi_segments, _segment_topk, _stable_argsort
 
 #: The sparse path computes the quality in blocks of at most this many (pair, prediction)
 #: elements: its temporaries (~0.25-0.5 MB) are then recycled by the allocator instead of being
@@ -32,137 +32,6 @@ SPARSE_CHUNK_ELEMS_A1 = 1 << 15
 def _sparse_chunk(cls_prob: Tensor, chunk_elems: int) -> int:
     """Block size of the per-cell quality / IoU loops (see the two constants above)."""
     return min(chunk_elems, SPARSE_CHUNK_ELEMS if cls_prob.shape[2] > 1 else SPARSE_CHUNK_ELEMS_A1)
-
-
-#: Relative margin of the IoU threshold of :func:`_bounded_quality`. It covers the rounding of
-#: ``fl(fl(p^a) * fl(u^xi))`` (two powers of <= 1 ulp and a product: e < 3e-7 relative in
-#: float32), raised to the power ``1 / xi <= 20``: ``(1 + e)^20 - 1 < 6e-6``, ~16x below the
-#: margin, plus the float32 rounding of the threshold (6e-8). A larger margin only keeps a few
-#: more cells.
-_BOUND_MARGIN = 1e-4
-#: The bound is used only for k-th qualities at least this large: far above the denormal range,
-#: where the relative rounding bounds above would not hold.
-_BOUND_MIN_Q = 1e-20
-#: The bound is used only for xi in this range (``p^(1 - xi) <= 1`` needs xi <= 1; tiny xi
-#: would make ``u^xi`` nearly constant and the margin ``(1 + e)^(1 / xi)`` large).
-_BOUND_XI = (0.05, 1.0)
-#: The bound is used only from this many cells, and from :data:`_BOUND_MIN_CELLS_PER_GT` per
-#: (image, GT) with cells on average: below, its extra ops cost more than the gathers and
-#: powers it saves, or its IoU threshold keeps most cells (measured, 1 thread, since the
-#: sample's k-th value is one segmented sort and the kept cells reuse the IoU: the mini
-#: benchmark batches of ``bench_step_time.py``, 42k-69k cells, 440-770 per GT, random-weight
-#: teachers whose IoU keeps 74-84 % of the cells: ATSS 4.6 -> 6.2 ms, GFL 6.8 -> 10.1 ms with
-#: the bound; COCO-sized inside rule, 205k cells, ~850 per GT: 15.9 -> 12.9 ms; COCO-sized
-#: official rule, ~520k cells, ~2,200 per GT: 46 -> 37 ms when it was introduced). Module
-#: constants, so the tests can force it.
-_BOUND_MIN_CELLS = 1 << 17
-_BOUND_MIN_CELLS_PER_GT = 640
-#: Cells per group when the bound's sample is chosen by IoU (:func:`_group_threshold`): smaller
-#: groups than the top-K pre-filter's give a smaller sample for a slightly larger sort (COCO-sized
-#: inside rule, interleaved in one process: 8 -> 11.2-12.0 ms, 16 -> 11.6-13.7 ms, 4 or 32
-#: slower; official rule equal).
-_BOUND_GROUP = 8
-#: Histogram bins over [0, 1] with which :func:`_bounded_quality` finds its two k-th-largest
-#: lower bounds (:func:`_segment_kth_floor`: the sample's IoU threshold with these, the sampled
-#: quality's with twice as many) instead of two segmented sorts. Their bin width loosens the
-#: bounds slightly (COCO-sized inside rule: sample 19.8k -> 20.5k cells, kept cells 27.0k ->
-#: 27.0k), the sorts cost more (there, interleaved in one process: 12.5-13.7 -> 11.7-12.8 ms).
-_BOUND_BINS = 128
-
-
-def _per_xi_segments(seg: Tensor, num_x: int, num_seg: int) -> Tensor:
-    """(X * P,): the cells of mask ``x`` as segments ``x * num_seg + seg`` -- one segmented
-    op then serves every xi (still non-decreasing, each xi's cells in their own order)."""
-    return (seg + (torch.arange(num_x, device=seg.device) * num_seg)[:, None]).view(-1)
-
-
-def _bounded_quality(cls_prob, boxes, gt_bboxes, gt_labels, seg, bn, seg_count, xis, k,
-                     chunk_elems):
-    """Quality (X, C) of only the cells that can be in a top-``k`` of their segment.
-
-    Returns ``(cand, qual)``: ``cand`` (C,) ascending indices into the cells (None = all
-    cells), ``qual`` (X, C) their quality per xi, bit-identical to :func:`_cell_quality`.
-
-    Exact upper bound: ``q = fl(fl(p^(1-xi)) fl(u^xi)) <= u^xi (1 + e)`` with ``p <= 1``,
-    ``u`` the IoU (max over A, :func:`_cell_max_iou`) and ``e`` a few ulp. Lower bound of the
-    k-th largest quality ``v_k`` of a segment: ``t`` <= the k-th largest quality of a sample
-    of its cells (any sample of at least k cells: ``v_k >= t``; ``t`` is its histogram lower
-    bound, :func:`_segment_kth_floor`). The sample is the cells with ``u >=`` a lower bound of
-    the k-th largest group maximum of ``u`` (:func:`_group_threshold`: at least k cells, the
-    best by IoU; ~85 per GT on the COCO-sized benchmark). Every top-k cell has
-    ``q >= v_k >= t``, hence ``u >= (t / (1 + e))^(1/xi) >= t^(1/xi) (1 - margin)``; only
-    the cells above that IoU threshold (the smallest over the xi) get their probability
-    gathered and their powers computed (~5 % of the official rule's cells, ~12 % of the
-    inside cells on that benchmark; below :data:`_BOUND_MIN_CELLS_PER_GT` cells per GT the
-    plain computation is faster). The kept cells' IoU is reused from ``u``. Segments with
-    fewer than ``k`` sampled cells or with ``t < 1e-20``
-    (zero-quality cells may then be selected by index; NaN counts 0) keep all their cells.
-    The kept cells stay in their original order, so their top-k -- ties included -- is the
-    top-k of all cells.
-    """
-    num_x, num_seg = len(xis), seg_count.numel()
-    lo, hi = _BOUND_XI
-    dense_enough = seg.numel() >= _BOUND_MIN_CELLS_PER_GT * int((seg_count > 0).sum())
-    if (seg.numel() < _BOUND_MIN_CELLS or not dense_enough or cls_prob.shape[2] != 1
-            or chunk_elems % _VEC_BLOCK or not all(lo <= x <= hi for x in xis)):
-        return None, _cell_quality(cls_prob, boxes, gt_bboxes, gt_labels, seg, bn, xis,
-                                   chunk_elems)
-    u = _cell_max_iou(boxes, gt_bboxes, seg, bn, chunk_elems)          # (P,), NaN -> 0
-    # IoU threshold 0 (fewer than k groups with a positive IoU): t would be 0, keep all
-    u_thr = _group_threshold(seg, u, seg_count, k, _BOUND_GROUP, fill=float('inf'),
-                             bins=_BOUND_BINS)
-    u_thr = u_thr.masked_fill_(u_thr <= 0, float('inf'))
-    sample = (u >= u_thr.index_select(0, seg)).nonzero().squeeze(1)
-    s_seg = seg.index_select(0, sample)
-    q_s = _cell_quality(cls_prob, boxes, gt_bboxes, gt_labels, s_seg, bn.index_select(0, sample),
-                        xis, chunk_elems, iou=u.index_select(0, sample))
-    q_s = torch.nan_to_num_(q_s, nan=0.0).clamp_(min=0)
-    # lower bound of the k-th largest sampled quality per (xi, segment), all xi at once
-    # (segments x * num_seg + s); -1 where fewer than k cells were sampled
-    t = _segment_kth_floor(_per_xi_segments(s_seg, num_x, num_seg), q_s.view(-1),
-                           num_x * num_seg, k, 2 * _BOUND_BINS, fill=-1.0).view(num_x, num_seg)
-    ok = t >= _BOUND_MIN_Q
-    inv_xi = 1.0 / torch.tensor(xis, dtype=torch.float64, device=seg.device)[:, None]
-    thr = t.to(torch.float64).pow(inv_xi).mul_(1.0 - _BOUND_MARGIN)
-    thr = thr.masked_fill_(~ok, float('-inf')).amin(dim=0).to(u.dtype)     # (num_seg,)
-    cand = (u >= thr.index_select(0, seg)).nonzero().squeeze(1)
-    return cand, _quality_at(cls_prob, boxes, gt_bboxes, gt_labels, seg, bn, xis, cand,
-                             chunk_elems, iou=u)
-
-
-#: torch's CPU elementwise loops run blocks of 2 vector widths (<= 32 float32 on AVX-512) and
-#: a scalar loop for the rest of a tensor, and ``pow`` differs by up to 1 ulp between the two.
-_VEC_BLOCK = 64
-
-
-def _quality_at(cls_prob, boxes, gt_bboxes, gt_labels, seg, bn, xis, cells, chunk_elems,
-                iou=None):
-    """``_cell_quality(all cells)[:, cells]`` bit for bit, computing only ``cells`` (ascending).
-
-    ``pow`` is not position-independent on CPU (vectorised blocks vs the scalar remainder of
-    each tensor, up to 1 ulp apart, which can reorder tied qualities). The full computation
-    runs chunks of ``chunk_elems`` cells (a multiple of :data:`_VEC_BLOCK`), so only cells among
-    the last 64 can fall in a scalar remainder. Here the other requested cells are padded to a
-    multiple of 64 (all vectorised, as there), and the last 64 cells are recomputed behind
-    ``L mod 64`` dummy cells, ``L`` the length of the last full chunk, so each of them sits at
-    the same distance from a chunk end as in the full computation. Requires A = 1. ``iou``
-    (all cells, optional): their IoU from :func:`_cell_max_iou`, gathered instead of
-    recomputed (IoU is exactly rounded arithmetic, the same in every position).
-    """
-    num_cells = seg.numel()
-    tail0 = max(0, num_cells - _VEC_BLOCK)
-    last_len = num_cells - chunk_elems * ((num_cells - 1) // chunk_elems)
-    front = cells[cells < tail0]
-    n_tail = num_cells - tail0
-    idx = torch.cat([front, front.new_zeros((-front.numel()) % _VEC_BLOCK),
-                     front.new_zeros((last_len - n_tail) % _VEC_BLOCK),
-                     torch.arange(tail0, num_cells, device=cells.device)])
-    q = _cell_quality(cls_prob, boxes, gt_bboxes, gt_labels, seg.index_select(0, idx),
-                      bn.index_select(0, idx), xis, chunk_elems,
-                      iou=None if iou is None else iou.index_select(0, idx))
-    pos_tail = idx.numel() - n_tail + (cells[cells >= tail0] - tail0)
-    return q.index_select(1, torch.cat([torch.arange(front.numel(), device=cells.device),
-                                        pos_tail]))
 
 
 def _normalise_at(out: Tensor, pos: Tensor, level_index: Tensor, num_levels: int,
@@ -196,6 +65,37 @@ def _normalise_at(out: Tensor, pos: Tensor, level_index: Tensor, num_levels: int
     return out.index_put_((pos, ), vals / div)       # duplicates write the same value
 
 
+def _candidate_cells(cls_prob, boxes, gt_bboxes, gt_labels, xis, k, chunk_elems, rects,
+                     level_sizes, points=None, gt_valid=None):
+    """The cells that can make a top-K and their quality: ``(seg, bn, seg_count, qual)``.
+
+    ``rects`` (``locations._grid_rects``, or None off a grid, then the inside cells of
+    ``points`` / ``gt_valid``): whole rectangles are dropped first where the box-area bound
+    applies (``bound._rect_bounded_quality``), else every cell is enumerated and the IoU
+    bound (``bound._bounded_quality``, or no bound on small batches) keeps the candidates.
+    ``qual`` (X, C) is bit-identical to the quality of those cells among all cells.
+    """
+    num_seg = gt_bboxes.shape[0] * gt_bboxes.shape[1]
+    if rects is not None:
+        kept = _rect_bounded_quality(cls_prob, boxes, gt_bboxes, gt_labels, rects,
+                                     level_sizes, xis, k, chunk_elems)
+        if kept is not None:
+            seg, bn, qual = kept
+            return seg, bn, torch.bincount(seg, minlength=num_seg), qual
+        seg, bn = _expand_rows(*_rect_rows(rects))
+        seg_count = (rects['rows'] * rects['width']).view(num_seg, -1).sum(1)
+    else:
+        seg, bn, seg_count = _inside_cells(points, gt_bboxes, gt_valid)
+    if seg.numel() == 0:
+        return seg, bn, seg_count, cls_prob.new_zeros((len(xis), 0))
+    cand, qual = _bounded_quality(cls_prob, boxes, gt_bboxes, gt_labels, seg, bn, seg_count,
+                                  xis, k, chunk_elems)                       # (X, P')
+    if cand is not None:                # only the cells that can make a top-K from here on
+        seg, bn = seg.index_select(0, cand), bn.index_select(0, cand)
+        seg_count = torch.bincount(seg, minlength=num_seg)
+    return seg, bn, seg_count, qual
+
+
 def _sparse_pgw(cls_prob, boxes, points, gt_bboxes, gt_labels, gt_valid, xis, k, ridge,
                 chunk_elems, level_sizes, level_index, num_levels) -> List[Tensor]:
     """PGW masks (B, N) per xi (Eq. 1-4), candidates='inside', working on inside cells."""
@@ -205,16 +105,16 @@ def _sparse_pgw(cls_prob, boxes, points, gt_bboxes, gt_labels, gt_valid, xis, k,
     dt = _work_dtype(cls_prob)
     if num_seg == 0 or k <= 0:
         return [cls_prob.new_zeros((num_b, num_n), dtype=dt) for _ in xis]
-    seg, bn, seg_count = _inside_cells(points, gt_bboxes, gt_valid, level_sizes)
-    num_x, num_cells = len(xis), seg.numel()
+    num_x = len(xis)
     out = cls_prob.new_zeros((num_x * num_b * num_n, ), dtype=dt)
+    rects = (_grid_rects(points, gt_bboxes, gt_valid, level_sizes)
+             if level_sizes is not None else None)
+    seg, bn, seg_count, qual = _candidate_cells(cls_prob, boxes, gt_bboxes, gt_labels, xis, k,
+                                                _sparse_chunk(cls_prob, chunk_elems), rects,
+                                                level_sizes, points, gt_valid)
+    num_cells = seg.numel()
     if num_cells == 0:
         return list(out.view(num_x, num_b, num_n))
-    cand, qual = _bounded_quality(cls_prob, boxes, gt_bboxes, gt_labels, seg, bn, seg_count,
-                                  xis, k, _sparse_chunk(cls_prob, chunk_elems))   # (X, P')
-    if cand is not None:                # only the cells that can make a top-K from here on
-        seg, bn = seg.index_select(0, cand), bn.index_select(0, cand)
-        seg_count, num_cells = torch.bincount(seg, minlength=num_seg), cand.numel()
     # All xi at once: the cells of mask x form the segments x * num_seg + (b * G + g), so
     # the top-K, the Gaussian fit and the normalisation run once over X * P cells (one set of
     # ops instead of one per xi, and sorts large enough for torch's radix sort). Cells keep
@@ -303,17 +203,12 @@ def _sparse_pgw_all(cls_prob, boxes, points, gt_bboxes, gt_labels, gt_valid, xis
     if num_seg == 0 or k <= 0:
         return list(out.view(num_x, num_b, num_n))
     margin = _prediction_reach(boxes, points, level_sizes)
-    rows = _grid_rows(points, gt_bboxes, gt_valid, level_sizes, level_margin=margin)
-    seg, bn = _expand_rows(*rows)
-    seg_count = torch.zeros(num_seg, dtype=torch.long, device=seg.device).index_add_(
-        0, rows[0], rows[2])
+    rects = _grid_rects(points, gt_bboxes, gt_valid, level_sizes, level_margin=margin)
+    seg, bn, seg_count, qual = _candidate_cells(cls_prob, boxes, gt_bboxes, gt_labels, xis, k,
+                                                _sparse_chunk(cls_prob, chunk_elems), rects,
+                                                level_sizes)
     num_cells = seg.numel()
     if num_cells:
-        cand, qual = _bounded_quality(cls_prob, boxes, gt_bboxes, gt_labels, seg, bn,
-                                      seg_count, xis, k, _sparse_chunk(cls_prob, chunk_elems))
-        if cand is not None:
-            seg, bn = seg.index_select(0, cand), bn.index_select(0, cand)
-            seg_count, num_cells = torch.bincount(seg, minlength=num_seg), cand.numel()
         seg_x = _per_xi_segments(seg, num_x, num_seg)
         q_flat = qual.view(-1)
         chosen = _segment_topk(seg_x, q_flat, seg_count.repeat(num_x), k)

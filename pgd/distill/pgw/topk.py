@@ -34,6 +34,12 @@ def _stable_argsort(key: Tensor) -> Tensor:
     return torch.sort(key, stable=True).indices
 
 
+def _per_xi_segments(seg: Tensor, num_x: int, num_seg: int) -> Tensor:
+    """(X * P,): the cells of mask ``x`` as segments ``x * num_seg + seg`` -- one segmented
+    op then serves every xi (still non-decreasing, each xi's cells in their own order)."""
+    return (seg + (torch.arange(num_x, device=seg.device) * num_seg)[:, None]).view(-1)
+
+
 def _segment_order(seg: Tensor, q: Tensor) -> Tensor:
     """Permutation ordering pairs by (segment asc, q desc, original position asc).
 
@@ -75,12 +81,12 @@ def _segment_kth_floor(seg: Tensor, v: Tensor, num_seg: int, k: int, bins: int,
     ``bincount`` instead of a segmented sort: the callers only need some lower bound.
     """
     idx = v.mul(bins).clamp_(0, bins - 1).to(torch.long).add_(seg * bins)
-    hist = torch.bincount(idx, minlength=num_seg * bins).view(num_seg, bins)
-    # values in bin j or above: the total minus those below j (no flip: it copies, slowly)
-    below = torch.cumsum(hist, 1).sub_(hist)
-    at_or_above = hist.sum(1, keepdim=True) - below
-    # non-increasing in j, so the bins with >= k values at or above are 0 .. j*
-    top = (at_or_above >= k).sum(1) - 1
+    upto = torch.cumsum(torch.bincount(idx, minlength=num_seg * bins).view(num_seg, bins), 1)
+    # bin j has >= k values at or above it iff the values below it, upto[j - 1] (0 for j = 0),
+    # are at most total - k; those bins are 0 .. top (non-increasing counts), so top + 1 is
+    # their number (no flip or suffix sum: both cost more than this comparison)
+    limit = upto[:, -1:] - k
+    top = (upto[:, :-1] <= limit).sum(1) + (limit[:, 0] >= 0).to(torch.long) - 1
     return (top.to(v.dtype) / bins).masked_fill_(top < 0, fill)
 
 
