@@ -149,20 +149,20 @@ def _rect_iou_bound(boxes: Tensor, gt_bboxes: Tensor,
     """
     num_b, num_g = gt_bboxes.shape[:2]
     dt = torch.float64 if boxes.dtype == torch.float64 else torch.float32
-    flat = boxes.reshape(-1).to(dt)
-    side = flat[2:] - flat[:-2]                     # entries 4i, 4i + 1: box i's width, height
-    area = side[0::4] * side[1::4]                  # (B * N,); contiguous ops (see _aligned_iou)
-    # per (image, level): the largest and the smallest positive area. The smallest is one
-    # over the largest reciprocal, non-positive areas mapped to reciprocal 0 (a zero area's is
-    # +inf: then no bound from below); its two roundings are far inside _AREA_MARGIN. A NaN
-    # box makes its level's bounds NaN: nothing is dropped there.
+    bx = boxes.reshape(-1, 4).to(dt)
+    area = (bx[:, 2] - bx[:, 0]) * (bx[:, 3] - bx[:, 1])                     # (B * N,)
     sizes = [h * w for h, w in level_sizes]
 
-    def level_max(t: Tensor) -> Tensor:
+    def level_max(t: Tensor) -> Tensor:                                      # -> (B, L)
         return torch.stack([p.amax(1) for p in t.view(num_b, -1).split(sizes, 1)], 1)
 
-    a_max = level_max(area.clamp(min=0))
-    a_min = level_max(torch.reciprocal(area).clamp_(min=0)).reciprocal_()
+    # per (image, level): the largest and the smallest positive area, each clamped after the
+    # reduction (max(clamp(x)) = clamp(max(x))). The smallest is one over the largest
+    # reciprocal: non-positive areas have a reciprocal <= 0 or -inf and do not count, a +0
+    # area's is +inf (then no bound from below); the two roundings are far inside
+    # _AREA_MARGIN. A NaN box makes its level's bounds NaN: nothing is dropped there.
+    a_max = level_max(area).clamp_(min=0)
+    a_min = level_max(torch.reciprocal(area)).clamp_(min=0).reciprocal_()
     gt = gt_bboxes.reshape(num_b, num_g, 4).to(dt)
     a_g = ((gt[..., 2] - gt[..., 0]) * (gt[..., 3] - gt[..., 1])).double()[..., None]
     bound = torch.minimum(a_max.double()[:, None] / a_g, a_g / a_min.double()[:, None])
