@@ -170,15 +170,17 @@ def _rect_iou_bound(boxes: Tensor, gt_bboxes: Tensor,
 
 
 def _rect_bounded_quality(cls_prob, boxes, gt_bboxes, gt_labels, rects: dict,
-                          level_sizes: Sequence[Tuple[int, int]], xis, k,
-                          chunk_elems) -> Optional[Tuple[Tensor, Tensor, Tensor]]:
+                          level_sizes: Sequence[Tuple[int, int]], xis, k, chunk_elems,
+                          sample_rects: Optional[dict] = None
+                          ) -> Optional[Tuple[Tensor, Tensor, Tensor]]:
     """The cells of the grid rectangles ``rects`` (``locations._grid_rects``) that can be in a
     top-``k`` of their segment, with their quality: ``(seg, bn, qual)`` -- the same cells, in
     the same order and with bit-identical quality (X, C), as :func:`_bounded_quality` keeps
     from all cells -- or None where the bound is not used (:func:`_bound_applies`).
 
     The IoU threshold comes from a sample of the cells of each GT's best levels by the
-    box-area bound (:func:`_rect_iou_bound`); a rectangle whose bound (with its margin) is
+    box-area bound (:func:`_rect_iou_bound`), taken from ``sample_rects`` if given (rectangles
+    indexed like ``rects``, e.g. the inside ones for the official rule's widened ones); a rectangle whose bound (with its margin) is
     below the threshold holds no cell above it, so only the cells of the other rectangles
     are enumerated and get their IoU (COCO-sized inside rule: ~25 % of the cells; the big
     GTs' fine levels, whose predicted boxes are far smaller than the GT, go). The last 64
@@ -191,13 +193,15 @@ def _rect_bounded_quality(cls_prob, boxes, gt_bboxes, gt_labels, rects: dict,
     if not _bound_applies(num_cells, seg_cells, cls_prob, xis, chunk_elems):
         return None
     bound = _rect_iou_bound(boxes, gt_bboxes, level_sizes)
-    best = bound.nan_to_num(nan=1.0).masked_fill(cells == 0, -1.0).view(-1, num_l)
+    src = rects if sample_rects is None else sample_rects
+    src_cells = src['rows'] * src['width']
+    best = bound.nan_to_num(nan=1.0).masked_fill(src_cells == 0, -1.0).view(-1, num_l)
     sampled = (best >= _SAMPLE_LEVEL_FRACTION * best.amax(1, keepdim=True)).view(-1)
-    sampled &= cells > 0
-    a_seg, a_bn = _expand_rows(*_rect_rows(rects, rects['rows'] * sampled))
+    sampled &= src_cells > 0
+    a_seg, a_bn = _expand_rows(*_rect_rows(src, src['rows'] * sampled))
     a_u = _cell_max_iou(boxes, gt_bboxes, a_seg, a_bn, chunk_elems)
     thr = _sample_threshold(cls_prob, boxes, gt_bboxes, gt_labels, a_seg, a_bn, a_u,
-                            (cells * sampled).view(-1, num_l).sum(1), xis, k, chunk_elems)
+                            (src_cells * sampled).view(-1, num_l).sum(1), xis, k, chunk_elems)
     # drop a rectangle only where its bound is surely below the threshold (NaN: kept)
     hopeless = bound.mul(1.0 + _AREA_MARGIN) < thr.double().repeat_interleave(num_l)
     seg, bn, pos = _expand_rows(*_rect_rows(rects, rects['rows'] * ~hopeless, with_pos=True))

@@ -66,7 +66,7 @@ def _normalise_at(out: Tensor, pos: Tensor, level_index: Tensor, num_levels: int
 
 
 def _candidate_cells(cls_prob, boxes, gt_bboxes, gt_labels, xis, k, chunk_elems, rects,
-                     level_sizes, points=None, gt_valid=None):
+                     level_sizes, points=None, gt_valid=None, sample_rects=None):
     """The cells that can make a top-K and their quality: ``(seg, bn, seg_count, qual)``.
 
     ``rects`` (``locations._grid_rects``, or None off a grid, then the inside cells of
@@ -78,7 +78,7 @@ def _candidate_cells(cls_prob, boxes, gt_bboxes, gt_labels, xis, k, chunk_elems,
     num_seg = gt_bboxes.shape[0] * gt_bboxes.shape[1]
     if rects is not None:
         kept = _rect_bounded_quality(cls_prob, boxes, gt_bboxes, gt_labels, rects,
-                                     level_sizes, xis, k, chunk_elems)
+                                     level_sizes, xis, k, chunk_elems, sample_rects)
         if kept is not None:
             seg, bn, qual = kept
             return seg, bn, torch.bincount(seg, minlength=num_seg), qual
@@ -204,9 +204,11 @@ def _sparse_pgw_all(cls_prob, boxes, points, gt_bboxes, gt_labels, gt_valid, xis
         return list(out.view(num_x, num_b, num_n))
     margin = _prediction_reach(boxes, points, level_sizes)
     rects = _grid_rects(points, gt_bboxes, gt_valid, level_sizes, level_margin=margin)
+    # the bound's IoU sample from the inside cells: fewer, and most of the best
+    inside = _grid_rects(points, gt_bboxes, gt_valid, level_sizes)
     seg, bn, seg_count, qual = _candidate_cells(cls_prob, boxes, gt_bboxes, gt_labels, xis, k,
                                                 _sparse_chunk(cls_prob, chunk_elems), rects,
-                                                level_sizes)
+                                                level_sizes, sample_rects=inside)
     num_cells = seg.numel()
     if num_cells:
         seg_x = _per_xi_segments(seg, num_x, num_seg)
