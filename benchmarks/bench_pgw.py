@@ -8,8 +8,10 @@ GFL, AutoAssign: every detector of this repo) is the case the target is about; A
 
 Implementations timed (all return the same masks, checked below):
 
-* ``batched``         -- :func:`pgd.distill.pgw.pgw_masks` as the loss calls it (sparse, grid
-                         enumeration with ``level_sizes``);
+* ``batched``         -- :func:`pgd.distill.pgw.pgw_masks` with the inside candidate rule (the
+                         paper text; ``PGDLoss(semantics='paper')``) as the loss calls it
+                         (sparse, grid enumeration with ``level_sizes``); the loss's default
+                         official rule is ``batched/all_then_mask`` (``--all-then-mask``);
 * ``batched-nogrid``  -- the same without ``level_sizes`` (dense inside test + nonzero);
 * ``batched-dense``   -- ``impl='dense'`` (B, G, N) pieces;
 * ``loop-torch``      -- ``pgw_loop_torch_multi`` of ``tests/pgw_reference.py``: the plain
@@ -194,7 +196,8 @@ def main():
                 print(line)
             summary.append((torch.get_num_threads(), num_anchors, t['batched'], t['loop-torch'],
                             t.get('loop-numpy')))
-    print('\nsummary (batched = what PGDLoss runs; wall-clock, process CPU time in brackets):')
+    print('\nsummary (batched = the inside rule as PGDLoss(semantics="paper") runs it; '
+          'wall-clock, process CPU time in brackets):')
     for threads, a, (tb, cb), (tl, cl), tn in summary:
         speed, speed_cpu = tl / tb, cl / cb
         verdict = ('MEETS' if min(speed, speed_cpu) >= TARGET_SPEEDUP else

@@ -208,9 +208,11 @@ def _rect_bounded_quality(cls_prob, boxes, gt_bboxes, gt_labels, rects: dict,
     u = _cell_max_iou(boxes, gt_bboxes, seg, bn, chunk_elems)
     keep = (u >= thr.index_select(0, seg)).nonzero().squeeze(1)
     seg, bn, pos, u = (t.index_select(0, keep) for t in (seg, bn, pos, u))
-    # the last min(64, num_cells) cells of the full enumeration: from the last runs
-    r_seg, r_bn, r_w, r_pos = _rect_rows(rects, with_pos=True)
+    # the last min(64, num_cells) cells of the full enumeration: from the runs of the last
+    # rectangles with cells
     tail0 = max(0, num_cells - _VEC_BLOCK)
+    r_seg, r_bn, r_w, r_pos = _rect_rows(
+        rects, rects['rows'] * (torch.cumsum(cells, 0) > tail0), with_pos=True)
     last = (r_pos + r_w > tail0).nonzero().squeeze(1)
     t_seg, t_bn, t_pos = _expand_rows(*(x.index_select(0, last) for x in (r_seg, r_bn, r_w,
                                                                          r_pos)))

@@ -40,17 +40,19 @@ def _per_xi_segments(seg: Tensor, num_x: int, num_seg: int) -> Tensor:
     return (seg + (torch.arange(num_x, device=seg.device) * num_seg)[:, None]).view(-1)
 
 
-def _segment_order(seg: Tensor, q: Tensor) -> Tensor:
+def _segment_order(seg: Tensor, q: Tensor, clean: bool = False) -> Tensor:
     """Permutation ordering pairs by (segment asc, q desc, original position asc).
 
     ``seg`` must be non-decreasing. For float32 ``q >= 0`` one stable sort of an int64 key
     ``seg * 2^31 + (2^31 - 1 - bits(q))`` is used (the IEEE bit pattern of a non-negative
-    float is monotone in its value); otherwise two stable sorts.
+    float is monotone in its value); otherwise two stable sorts. ``clean``: the caller
+    guarantees ``q`` has no NaN, no negative value and no -0.0 (skips that pass).
     """
     if q.dtype == torch.float32 and q.numel() and int(seg[-1]) < (1 << 31):
         # nan -> 0 and -0.0 -> +0.0 so that the bit pattern is monotone
-        bits = (torch.nan_to_num(q, nan=0.0).clamp(min=0) + 0.0).view(torch.int32).long()
-        key = seg * (1 << 31) + ((1 << 31) - 1 - bits)
+        if not clean:
+            q = torch.nan_to_num(q, nan=0.0).clamp_(min=0).add_(0.0)
+        key = (seg * (1 << 31)).add_((1 << 31) - 1).sub_(q.view(torch.int32))
         return _stable_argsort(key)
     o1 = torch.sort(q, descending=True, stable=True).indices
     o2 = torch.sort(seg[o1], stable=True).indices
@@ -154,7 +156,7 @@ def _segment_topk(seg: Tensor, q: Tensor, seg_count: Tensor, k: int,
         cand = (q >= thr.index_select(0, seg)).nonzero().squeeze(1)
         c_seg, c_q = seg.index_select(0, cand), q.index_select(0, cand)
         c_count = torch.bincount(c_seg, minlength=num_seg)
-    order = _segment_order(c_seg, c_q)
+    order = _segment_order(c_seg, c_q, clean=True)          # q was cleaned above
     c_start = torch.cumsum(c_count, 0) - c_count
     # the sorted order keeps segments grouped, so slot i belongs to segment c_seg[i]
     keep = (torch.arange(c_seg.numel(), device=device) - c_start.index_select(0, c_seg)) < k
