@@ -77,10 +77,14 @@ Package layout (one module per seam, so the readable equations stay apart from t
 * :mod:`.quality` -- Eq. 1, dense and per-cell (the bit-exact IoU kernels of both paths);
 * :mod:`.importance` -- Eq. 2-4 on dense (B, G, N) tensors: top-K, Gaussian fit, importance,
   per-level normalisation;
-* :mod:`.topk` -- the segmented top-K (radix-sort padding, exact group-maximum pre-filter);
-* :mod:`.sparse` -- the tuned sparse engine (both candidate rules; on large batches only the
-  cells whose IoU upper bound ``q <= IoU^xi`` lets them reach a top-K get their quality
-  computed, see ``sparse._bounded_quality``);
+* :mod:`.topk` -- the segmented top-K (radix-sort padding, exact group-maximum pre-filter,
+  histogram lower bounds of a segment's k-th largest value);
+* :mod:`.bound` -- the exact quality bounds used on large batches: only the cells whose IoU
+  upper bound ``q <= IoU^xi`` lets them reach a top-K get their quality computed
+  (``bound._bounded_quality``), and on grid locations whole (GT, level) rectangles whose
+  box-area bound of the IoU ``min(1, A_max / a_g, a_g / A_min)`` is below that threshold are
+  never enumerated (``bound._rect_bounded_quality``);
+* :mod:`.sparse` -- the tuned sparse engine (both candidate rules);
 * :mod:`.masks` -- the entry points (:func:`pgw_masks`, the batch adapter, the strategy class).
 """
 from .defaults import CANDIDATE_MODES, DEFAULT_CHUNK_ELEMS, DEFAULT_RIDGE
