@@ -32,19 +32,17 @@ _BOUND_MIN_Q = 1e-20
 _BOUND_XI = (0.05, 1.0)
 #: The bound is used only from this many cells, and from :data:`_BOUND_MIN_CELLS_PER_GT` per
 #: (image, GT) with cells on average: below, its extra ops cost more than the gathers and
-#: powers it saves, or its IoU threshold keeps most cells (measured, 1 thread, since the
-#: sample's k-th value is one segmented sort and the kept cells reuse the IoU: the mini
-#: benchmark batches of ``bench_step_time.py``, 42k-69k cells, 440-770 per GT, random-weight
-#: teachers whose IoU keeps 74-84 % of the cells: ATSS 4.6 -> 6.2 ms, GFL 6.8 -> 10.1 ms with
-#: the bound; COCO-sized inside rule, 205k cells, ~850 per GT: 15.9 -> 12.9 ms; COCO-sized
-#: official rule, ~520k cells, ~2,200 per GT: 46 -> 37 ms when it was introduced). Module
-#: constants, so the tests can force it.
+#: powers it saves, or its IoU threshold keeps most cells. Measured, 1 thread, on the mini
+#: benchmark batches of ``bench_step_time.py`` (42k-69k cells, 440-770 per GT, random-weight
+#: teachers whose IoU keeps 74-84 % of the cells; official rule, forced on / off, paired):
+#: ATSS 4.5 -> 6.8 ms, GFL 7.2 -> 10.1 ms with the bound; on the COCO-sized batches (205k
+#: inside cells, ~850 per GT; ~520k cells of the official rule) it pays (benchmarks/README.md).
+#: Module constants, so the tests can force it.
 _BOUND_MIN_CELLS = 1 << 17
 _BOUND_MIN_CELLS_PER_GT = 640
 #: Cells per group when the bound's sample is chosen by IoU (:func:`_group_threshold`): smaller
-#: groups than the top-K pre-filter's give a smaller sample for a slightly larger sort (COCO-sized
-#: inside rule, interleaved in one process: 8 -> 11.2-12.0 ms, 16 -> 11.6-13.7 ms, 4 or 32
-#: slower; official rule equal).
+#: groups than the top-K pre-filter's give a smaller sample (COCO-sized inside rule, with the
+#: rectangle bound, interleaved in one process: groups of 4 / 8 / 16 -> 12.3 / 10.4 / 10.5 ms).
 _BOUND_GROUP = 8
 #: Histogram bins over [0, 1] with which :func:`_bounded_quality` finds its two k-th-largest
 #: lower bounds (:func:`_segment_kth_floor`: the sample's IoU threshold with these, the sampled
@@ -60,8 +58,10 @@ _BOUND_BINS = 128
 #: one subtraction; float32: 3e-7), ~30x below this margin.
 _AREA_MARGIN = 1e-5
 #: The sample of :func:`_rect_bounded_quality` is taken from the rectangles of a GT whose area
-#: bound is at least this fraction of its best level's (on the COCO-sized benchmark: mostly the
-#: one level whose predicted boxes are the GT's size).
+#: bound is at least this fraction of its best level's (the levels whose predicted boxes are
+#: about the GT's size). A larger sample gives a tighter threshold for more IoUs (COCO-sized
+#: inside rule, interleaved in one process: 0.5 / 0.35 / 0.25 / 0.15 / 0 (every rectangle) ->
+#: 13.9 / 11.2 / 11.2 / 12.2 / 15.1 ms; 0.3 / 0.2 -> 10.4 / 10.6 ms).
 _SAMPLE_LEVEL_FRACTION = 0.3
 
 
