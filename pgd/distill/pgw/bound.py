@@ -8,7 +8,7 @@ whole (GT, level) rectangles before any per-cell work (:func:`_rect_bounded_qual
 """
 from __future__ import annotations
 
-from typing import Optional, Sequence, Tuple
+from typing import Callable, Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor
@@ -171,7 +171,7 @@ def _rect_iou_bound(boxes: Tensor, gt_bboxes: Tensor,
 
 def _rect_bounded_quality(cls_prob, boxes, gt_bboxes, gt_labels, rects: dict,
                           level_sizes: Sequence[Tuple[int, int]], xis, k, chunk_elems,
-                          sample_rects: Optional[dict] = None
+                          sample_rects: Optional[Callable[[], dict]] = None
                           ) -> Optional[Tuple[Tensor, Tensor, Tensor]]:
     """The cells of the grid rectangles ``rects`` (``locations._grid_rects``) that can be in a
     top-``k`` of their segment, with their quality: ``(seg, bn, qual)`` -- the same cells, in
@@ -179,8 +179,9 @@ def _rect_bounded_quality(cls_prob, boxes, gt_bboxes, gt_labels, rects: dict,
     from all cells -- or None where the bound is not used (:func:`_bound_applies`).
 
     The IoU threshold comes from a sample of the cells of each GT's best levels by the
-    box-area bound (:func:`_rect_iou_bound`), taken from ``sample_rects`` if given (rectangles
-    indexed like ``rects``, e.g. the inside ones for the official rule's widened ones); a rectangle whose bound (with its margin) is
+    box-area bound (:func:`_rect_iou_bound`), taken from the rectangles ``sample_rects()``
+    returns if given (indexed like ``rects``, e.g. the inside ones for the official rule's
+    widened ones; only built where the bound applies); a rectangle whose bound (with its margin) is
     below the threshold holds no cell above it, so only the cells of the other rectangles
     are enumerated and get their IoU (COCO-sized inside rule: ~25 % of the cells; the big
     GTs' fine levels, whose predicted boxes are far smaller than the GT, go). The last 64
@@ -193,7 +194,7 @@ def _rect_bounded_quality(cls_prob, boxes, gt_bboxes, gt_labels, rects: dict,
     if not _bound_applies(num_cells, seg_cells, cls_prob, xis, chunk_elems):
         return None
     bound = _rect_iou_bound(boxes, gt_bboxes, level_sizes)
-    src = rects if sample_rects is None else sample_rects
+    src = rects if sample_rects is None else sample_rects()
     src_cells = src['rows'] * src['width']
     best = bound.nan_to_num(nan=1.0).masked_fill(src_cells == 0, -1.0).view(-1, num_l)
     sampled = (best >= _SAMPLE_LEVEL_FRACTION * best.amax(1, keepdim=True)).view(-1)

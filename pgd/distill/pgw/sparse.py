@@ -8,14 +8,15 @@ be exactly those of the dense implementation.
 """
 from __future__ import annotations
 
+import functools
 from typing import List, Sequence, Tuple
 
 import torch
 from torch import Tensor
 
+from .bound import _bounded_quality, _rect_bounded_quality
 from .defaults import _work_dtype
 from .importance import _mahalanobis_sq, _segment_gaussian
-from .bound import _bounded_quality, _rect_bounded_quality
 from .locations import _expand_rows, _grid_rects, _inside_cells, _rect_rows
 from .topk import _per_xi_segments, _segment_topk, _stable_argsort
 
@@ -205,7 +206,7 @@ def _sparse_pgw_all(cls_prob, boxes, points, gt_bboxes, gt_labels, gt_valid, xis
     margin = _prediction_reach(boxes, points, level_sizes)
     rects = _grid_rects(points, gt_bboxes, gt_valid, level_sizes, level_margin=margin)
     # the bound's IoU sample from the inside cells: fewer, and most of the best
-    inside = _grid_rects(points, gt_bboxes, gt_valid, level_sizes)
+    inside = functools.partial(_grid_rects, points, gt_bboxes, gt_valid, level_sizes)
     seg, bn, seg_count, qual = _candidate_cells(cls_prob, boxes, gt_bboxes, gt_labels, xis, k,
                                                 _sparse_chunk(cls_prob, chunk_elems), rects,
                                                 level_sizes, sample_rects=inside)
