@@ -57,6 +57,11 @@ _BOUND_BINS = 128
 #: (overlap <= both areas and union >= the larger one, up to the rounding of one addition and
 #: one subtraction; float32: 3e-7), ~30x below this margin.
 _AREA_MARGIN = 1e-5
+#: Relative margin of the k-th quality lower bound handed to the final top-K's pre-filter:
+#: the sample's qualities are computed at other positions than the kept cells' (``pow`` may
+#: differ by 1 ulp between torch's vectorised and scalar loops, ~3 ulp for the product of two
+#: powers: 2e-7 in float32), ~50x below this margin.
+_FLOOR_MARGIN = 1e-5
 #: The sample of :func:`_rect_bounded_quality` is taken from the rectangles of a GT whose area
 #: bound is at least this fraction of its best level's (the levels whose predicted boxes are
 #: about the GT's size). A larger sample gives a tighter threshold for more IoUs (COCO-sized
@@ -77,10 +82,12 @@ def _bound_applies(num_cells: int, seg_cells: Tensor, cls_prob: Tensor, xis: Seq
 
 
 def _sample_threshold(cls_prob, boxes, gt_bboxes, gt_labels, seg, bn, u, seg_count, xis, k,
-                      chunk_elems) -> Tensor:
-    """(num_seg,): the IoU below which no cell of a segment can be in its top-``k``, from the
-    given cells (``seg``, ``bn``, their IoU ``u`` and per-segment counts); -inf where the
-    sample gives no bound (then every cell is kept).
+                      chunk_elems) -> Tuple[Tensor, Tensor]:
+    """``(thr, floor)``: ``thr`` (num_seg,), the IoU below which no cell of a segment can be in
+    its top-``k``, from the given cells (``seg``, ``bn``, their IoU ``u`` and per-segment
+    counts), -inf where the sample gives no bound (then every cell is kept); ``floor``
+    (X * num_seg,), a lower bound of each (xi, segment)'s k-th largest quality, ``t (1 -
+    _FLOOR_MARGIN)`` (-inf where none), for the final top-K's pre-filter.
 
     ``q = fl(fl(p^(1-xi)) fl(u^xi)) <= u^xi (1 + e)`` with ``p <= 1`` and ``e`` a few ulp.
     ``t`` <= the k-th largest quality of a sample of at least k cells is <= the segment's k-th
@@ -94,7 +101,8 @@ def _sample_threshold(cls_prob, boxes, gt_bboxes, gt_labels, seg, bn, u, seg_cou
     """
     num_x, num_seg = len(xis), seg_count.numel()
     if seg.numel() == 0:
-        return u.new_full((num_seg, ), float('-inf'))
+        return (u.new_full((num_seg, ), float('-inf')),
+                u.new_full((num_x * num_seg, ), float('-inf')))
     # IoU threshold 0 (fewer than k groups with a positive IoU): t would be 0, keep all
     u_thr = _group_threshold(seg, u, seg_count, k, _BOUND_GROUP, fill=float('inf'),
                              bins=_BOUND_BINS)
@@ -110,15 +118,18 @@ def _sample_threshold(cls_prob, boxes, gt_bboxes, gt_labels, seg, bn, u, seg_cou
     ok = t >= _BOUND_MIN_Q
     inv_xi = 1.0 / torch.tensor(xis, dtype=torch.float64, device=seg.device)[:, None]
     thr = t.to(torch.float64).pow(inv_xi).mul_(1.0 - _BOUND_MARGIN)
-    return thr.masked_fill_(~ok, float('-inf')).amin(dim=0).to(u.dtype)
+    floor = t.mul(1.0 - _FLOOR_MARGIN).masked_fill_(~ok, float('-inf')).view(-1)
+    return thr.masked_fill_(~ok, float('-inf')).amin(dim=0).to(u.dtype), floor
 
 
 def _bounded_quality(cls_prob, boxes, gt_bboxes, gt_labels, seg, bn, seg_count, xis, k,
                      chunk_elems):
     """Quality (X, C) of only the cells that can be in a top-``k`` of their segment.
 
-    Returns ``(cand, qual)``: ``cand`` (C,) ascending indices into the cells (None = all
-    cells), ``qual`` (X, C) their quality per xi, bit-identical to :func:`_cell_quality`.
+    Returns ``(cand, qual, floor)``: ``cand`` (C,) ascending indices into the cells (None =
+    all cells), ``qual`` (X, C) their quality per xi, bit-identical to :func:`_cell_quality`,
+    ``floor`` the k-th quality lower bounds of :func:`_sample_threshold` (None without the
+    bound).
     The IoU ``u`` of every cell is computed, the threshold taken from a sample of them
     (:func:`_sample_threshold`); only the cells with ``u`` above it get their probability
     gathered and their powers computed (~5 % of the official rule's cells, ~12 % of the
@@ -128,13 +139,13 @@ def _bounded_quality(cls_prob, boxes, gt_bboxes, gt_labels, seg, bn, seg_count, 
     """
     if not _bound_applies(seg.numel(), seg_count, cls_prob, xis, chunk_elems):
         return None, _cell_quality(cls_prob, boxes, gt_bboxes, gt_labels, seg, bn, xis,
-                                   chunk_elems)
+                                   chunk_elems), None
     u = _cell_max_iou(boxes, gt_bboxes, seg, bn, chunk_elems)          # (P,), NaN -> 0
-    thr = _sample_threshold(cls_prob, boxes, gt_bboxes, gt_labels, seg, bn, u, seg_count,
-                            xis, k, chunk_elems)
+    thr, floor = _sample_threshold(cls_prob, boxes, gt_bboxes, gt_labels, seg, bn, u,
+                                   seg_count, xis, k, chunk_elems)
     cand = (u >= thr.index_select(0, seg)).nonzero().squeeze(1)
     return cand, _quality_at(cls_prob, boxes, gt_bboxes, gt_labels, seg, bn, xis, cand,
-                             chunk_elems, iou=u)
+                             chunk_elems, iou=u), floor
 
 
 def _rect_iou_bound(boxes: Tensor, gt_bboxes: Tensor,
@@ -172,11 +183,12 @@ def _rect_iou_bound(boxes: Tensor, gt_bboxes: Tensor,
 def _rect_bounded_quality(cls_prob, boxes, gt_bboxes, gt_labels, rects: dict,
                           level_sizes: Sequence[Tuple[int, int]], xis, k, chunk_elems,
                           sample_rects: Optional[Callable[[], dict]] = None
-                          ) -> Optional[Tuple[Tensor, Tensor, Tensor]]:
+                          ) -> Optional[Tuple[Tensor, Tensor, Tensor, Tensor]]:
     """The cells of the grid rectangles ``rects`` (``locations._grid_rects``) that can be in a
-    top-``k`` of their segment, with their quality: ``(seg, bn, qual)`` -- the same cells, in
-    the same order and with bit-identical quality (X, C), as :func:`_bounded_quality` keeps
-    from all cells -- or None where the bound is not used (:func:`_bound_applies`).
+    top-``k`` of their segment, with their quality: ``(seg, bn, qual, floor)`` -- the same
+    cells, in the same order and with bit-identical quality (X, C), as
+    :func:`_bounded_quality` keeps from all cells, and the k-th quality lower bounds of
+    :func:`_sample_threshold` -- or None where the bound is not used (:func:`_bound_applies`).
 
     The IoU threshold comes from a sample of the cells of each GT's best levels by the
     box-area bound (:func:`_rect_iou_bound`), taken from the rectangles ``sample_rects()``
@@ -201,8 +213,9 @@ def _rect_bounded_quality(cls_prob, boxes, gt_bboxes, gt_labels, rects: dict,
     sampled &= src_cells > 0
     a_seg, a_bn = _expand_rows(*_rect_rows(src, src['rows'] * sampled))
     a_u = _cell_max_iou(boxes, gt_bboxes, a_seg, a_bn, chunk_elems)
-    thr = _sample_threshold(cls_prob, boxes, gt_bboxes, gt_labels, a_seg, a_bn, a_u,
-                            (src_cells * sampled).view(-1, num_l).sum(1), xis, k, chunk_elems)
+    thr, floor = _sample_threshold(cls_prob, boxes, gt_bboxes, gt_labels, a_seg, a_bn, a_u,
+                                   (src_cells * sampled).view(-1, num_l).sum(1), xis, k,
+                                   chunk_elems)
     # drop a rectangle only where its bound is surely below the threshold (NaN: kept)
     hopeless = bound.mul(1.0 + _AREA_MARGIN) < thr.double().repeat_interleave(num_l)
     seg, bn, pos = _expand_rows(*_rect_rows(rects, rects['rows'] * ~hopeless, with_pos=True))
@@ -222,4 +235,4 @@ def _rect_bounded_quality(cls_prob, boxes, gt_bboxes, gt_labels, rects: dict,
     t_u = _cell_max_iou(boxes, gt_bboxes, t_seg, t_bn, chunk_elems)
     qual = _quality_at_positions(cls_prob, boxes, gt_bboxes, gt_labels, xis, chunk_elems,
                                  num_cells, seg, bn, u, pos, t_seg, t_bn, t_u)
-    return seg, bn, qual
+    return seg, bn, qual, floor

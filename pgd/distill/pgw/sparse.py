@@ -68,7 +68,9 @@ def _normalise_at(out: Tensor, pos: Tensor, level_index: Tensor, num_levels: int
 
 def _candidate_cells(cls_prob, boxes, gt_bboxes, gt_labels, xis, k, chunk_elems, rects,
                      level_sizes, points=None, gt_valid=None, sample_rects=None):
-    """The cells that can make a top-K and their quality: ``(seg, bn, seg_count, qual)``.
+    """The cells that can make a top-K and their quality: ``(seg, bn, seg_count, qual,
+    floor)``, ``floor`` (X * B * G,) a lower bound of each mask's and GT's k-th quality for
+    the top-K's pre-filter (None without a bound).
 
     ``rects`` (``locations._grid_rects``, or None off a grid, then the inside cells of
     ``points`` / ``gt_valid``): whole rectangles are dropped first where the box-area bound
@@ -81,20 +83,20 @@ def _candidate_cells(cls_prob, boxes, gt_bboxes, gt_labels, xis, k, chunk_elems,
         kept = _rect_bounded_quality(cls_prob, boxes, gt_bboxes, gt_labels, rects,
                                      level_sizes, xis, k, chunk_elems, sample_rects)
         if kept is not None:
-            seg, bn, qual = kept
-            return seg, bn, torch.bincount(seg, minlength=num_seg), qual
+            seg, bn, qual, floor = kept
+            return seg, bn, torch.bincount(seg, minlength=num_seg), qual, floor
         seg, bn = _expand_rows(*_rect_rows(rects))
         seg_count = (rects['rows'] * rects['width']).view(num_seg, -1).sum(1)
     else:
         seg, bn, seg_count = _inside_cells(points, gt_bboxes, gt_valid)
     if seg.numel() == 0:
-        return seg, bn, seg_count, cls_prob.new_zeros((len(xis), 0))
-    cand, qual = _bounded_quality(cls_prob, boxes, gt_bboxes, gt_labels, seg, bn, seg_count,
+        return seg, bn, seg_count, cls_prob.new_zeros((len(xis), 0)), None
+    cand, qual, floor = _bounded_quality(cls_prob, boxes, gt_bboxes, gt_labels, seg, bn, seg_count,
                                   xis, k, chunk_elems)                       # (X, P')
     if cand is not None:                # only the cells that can make a top-K from here on
         seg, bn = seg.index_select(0, cand), bn.index_select(0, cand)
         seg_count = torch.bincount(seg, minlength=num_seg)
-    return seg, bn, seg_count, qual
+    return seg, bn, seg_count, qual, floor
 
 
 def _sparse_pgw(cls_prob, boxes, points, gt_bboxes, gt_labels, gt_valid, xis, k, ridge,
@@ -110,9 +112,9 @@ def _sparse_pgw(cls_prob, boxes, points, gt_bboxes, gt_labels, gt_valid, xis, k,
     out = cls_prob.new_zeros((num_x * num_b * num_n, ), dtype=dt)
     rects = (_grid_rects(points, gt_bboxes, gt_valid, level_sizes)
              if level_sizes is not None else None)
-    seg, bn, seg_count, qual = _candidate_cells(cls_prob, boxes, gt_bboxes, gt_labels, xis, k,
-                                                _sparse_chunk(cls_prob, chunk_elems), rects,
-                                                level_sizes, points, gt_valid)
+    seg, bn, seg_count, qual, floor = _candidate_cells(
+        cls_prob, boxes, gt_bboxes, gt_labels, xis, k, _sparse_chunk(cls_prob, chunk_elems),
+        rects, level_sizes, points, gt_valid)
     num_cells = seg.numel()
     if num_cells == 0:
         return list(out.view(num_x, num_b, num_n))
@@ -121,7 +123,7 @@ def _sparse_pgw(cls_prob, boxes, points, gt_bboxes, gt_labels, gt_valid, xis, k,
     # ops instead of one per xi, and sorts large enough for torch's radix sort). Cells keep
     # their order inside a segment, so ties and summation orders are those of one xi alone.
     seg_x = _per_xi_segments(seg, num_x, num_seg)
-    chosen = _segment_topk(seg_x, qual.view(-1), seg_count.repeat(num_x), k)
+    chosen = _segment_topk(seg_x, qual.view(-1), seg_count.repeat(num_x), k, floor=floor)
     s_seg = seg_x.index_select(0, chosen)
     s_x = torch.div(chosen, num_cells, rounding_mode='floor')
     s_bn = bn.index_select(0, chosen - s_x * num_cells)
@@ -207,14 +209,14 @@ def _sparse_pgw_all(cls_prob, boxes, points, gt_bboxes, gt_labels, gt_valid, xis
     rects = _grid_rects(points, gt_bboxes, gt_valid, level_sizes, level_margin=margin)
     # the bound's IoU sample from the inside cells: fewer, and most of the best
     inside = functools.partial(_grid_rects, points, gt_bboxes, gt_valid, level_sizes)
-    seg, bn, seg_count, qual = _candidate_cells(cls_prob, boxes, gt_bboxes, gt_labels, xis, k,
-                                                _sparse_chunk(cls_prob, chunk_elems), rects,
-                                                level_sizes, sample_rects=inside)
+    seg, bn, seg_count, qual, floor = _candidate_cells(
+        cls_prob, boxes, gt_bboxes, gt_labels, xis, k, _sparse_chunk(cls_prob, chunk_elems),
+        rects, level_sizes, sample_rects=inside)
     num_cells = seg.numel()
     if num_cells:
         seg_x = _per_xi_segments(seg, num_x, num_seg)
         q_flat = qual.view(-1)
-        chosen = _segment_topk(seg_x, q_flat, seg_count.repeat(num_x), k)
+        chosen = _segment_topk(seg_x, q_flat, seg_count.repeat(num_x), k, floor=floor)
         chosen = chosen[q_flat.index_select(0, chosen) > 0]      # zeros: lowest index first
         s_seg = seg_x.index_select(0, chosen)
         s_bn = bn.index_select(0, chosen - torch.div(chosen, num_cells,

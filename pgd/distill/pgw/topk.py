@@ -125,7 +125,8 @@ def _group_threshold(seg: Tensor, q: Tensor, seg_count: Tensor, k: int, group: i
 
 def _segment_topk(seg: Tensor, q: Tensor, seg_count: Tensor, k: int,
                   group: int = _TOPK_GROUP,
-                  prefilter_min_cells: Optional[int] = None) -> Tensor:
+                  prefilter_min_cells: Optional[int] = None,
+                  floor: Optional[Tensor] = None) -> Tensor:
     """Indices of the top-``k`` cells of every segment, ordered by (segment, q desc, index).
 
     ``seg`` (P,) is non-decreasing, ``seg_count`` its counts. Same selection as sorting all
@@ -135,8 +136,9 @@ def _segment_topk(seg: Tensor, q: Tensor, seg_count: Tensor, k: int,
     per segment). Otherwise only the cells that can make the top-k are sorted. Exact
     pre-filter: the k-th largest group maximum ``t`` (:func:`_group_threshold`) is a lower
     bound of a segment's k-th largest value, so every cell below ``t`` is discarded before the
-    sort; ties at ``t`` are kept and the stable sort breaks them by index as before. ``q`` is
-    overwritten.
+    sort; ties at ``t`` are kept and the stable sort breaks them by index as before. ``floor``
+    (num_seg,), if given, is such a lower bound already known (e.g. from the quality bound's
+    sample) and replaces the group maxima. ``q`` is overwritten.
     """
     device = seg.device
     if seg.numel() == 0:
@@ -144,7 +146,9 @@ def _segment_topk(seg: Tensor, q: Tensor, seg_count: Tensor, k: int,
     # nan -> 0 and -0.0 -> +0.0, as _segment_order does, so the pre-filter ranks the same keys
     q = torch.nan_to_num_(q, nan=0.0).clamp_(min=0).add_(0.0)
     num_seg = seg_count.numel()
-    if prefilter_min_cells is None:
+    if floor is not None:
+        prefilter = True
+    elif prefilter_min_cells is None:
         prefilter = (seg.numel() >= _TOPK_PREFILTER_MIN_CELLS
                      and seg.numel() >= _TOPK_PREFILTER_MIN_DENSITY * k * num_seg)
     else:
@@ -152,7 +156,8 @@ def _segment_topk(seg: Tensor, q: Tensor, seg_count: Tensor, k: int,
     if not prefilter:
         cand, c_seg, c_q, c_count = None, seg, q, seg_count
     else:
-        thr = _group_threshold(seg, q, seg_count, k, group, fill=float('-inf'))
+        thr = (_group_threshold(seg, q, seg_count, k, group, fill=float('-inf'))
+               if floor is None else floor)
         cand = (q >= thr.index_select(0, seg)).nonzero().squeeze(1)
         c_seg, c_q = seg.index_select(0, cand), q.index_select(0, cand)
         c_count = torch.bincount(c_seg, minlength=num_seg)
