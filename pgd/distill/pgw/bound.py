@@ -235,4 +235,6 @@ def _rect_bounded_quality(cls_prob, boxes, gt_bboxes, gt_labels, rects: dict,
     t_u = _cell_max_iou(boxes, gt_bboxes, t_seg, t_bn, chunk_elems)
     qual = _quality_at_positions(cls_prob, boxes, gt_bboxes, gt_labels, xis, chunk_elems,
                                  num_cells, seg, bn, u, pos, t_seg, t_bn, t_u)
-    return seg, bn, qual, floor
+    # a sample from other rectangles bounds the k-th quality less tightly than the top-K's
+    # own group maxima do (official rule, paired: 24.4 ms without it, 25.6 ms with it)
+    return seg, bn, qual, (floor if sample_rects is None else None)
