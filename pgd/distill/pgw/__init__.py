@@ -99,6 +99,7 @@ from .sparse import SPARSE_CHUNK_ELEMS, SPARSE_CHUNK_ELEMS_A1
 __all__ = [
     'DEFAULT_RIDGE', 'CANDIDATE_MODES', 'points_inside_boxes', 'inside_pairs', 'quality_scores',
     'quality_scores_multi', 'topk_candidates', 'fit_gaussian', 'gaussian_importance',
-    'normalise_per_level', 'denormalise_per_level', 'prediction_guided_weighting', 'pgw_masks', 'pgw_masks_from_batch',
+    'normalise_per_level', 'denormalise_per_level', 'prediction_guided_weighting', 'pgw_masks',
+    'pgw_masks_from_batch',
     'batch_level_index', 'PredictionGuidedWeighting'
 ]

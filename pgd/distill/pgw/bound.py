@@ -193,10 +193,10 @@ def _rect_bounded_quality(cls_prob, boxes, gt_bboxes, gt_labels, rects: dict,
     The IoU threshold comes from a sample of the cells of each GT's best levels by the
     box-area bound (:func:`_rect_iou_bound`), taken from the rectangles ``sample_rects()``
     returns if given (indexed like ``rects``, e.g. the inside ones for the official rule's
-    widened ones; only built where the bound applies); a rectangle whose bound (with its margin) is
-    below the threshold holds no cell above it, so only the cells of the other rectangles
-    are enumerated and get their IoU (COCO-sized inside rule: ~25 % of the cells; the big
-    GTs' fine levels, whose predicted boxes are far smaller than the GT, go). The last 64
+    widened ones; only built where the bound applies); a rectangle whose bound (with its
+    margin) is below the threshold holds no cell above it, so only the cells of the other
+    rectangles are enumerated and get their IoU (COCO-sized inside rule: ~25 % of the cells;
+    the big GTs' fine levels, whose predicted boxes are far smaller than the GT, go). The last 64
     cells of the full enumeration are enumerated too, for :func:`_quality_at_positions`.
     """
     num_l = rects['num_l']
