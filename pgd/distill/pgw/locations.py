@@ -167,15 +167,6 @@ def _rect_rows(rects: dict, rows: Optional[Tensor] = None, with_pos: bool = Fals
     return runs + (start + row_in_rect * width, )
 
 
-def _grid_rows(points: Tensor, gt_bboxes: Tensor, gt_valid: Tensor,
-               level_sizes: Optional[Sequence[Tuple[int, int]]],
-               level_margin: Optional[Tensor] = None):
-    """Inside locations of every valid GT as runs of consecutive flattened locations:
-    :func:`_rect_rows` of :func:`_grid_rects` (same arguments), or None off a grid."""
-    rects = _grid_rects(points, gt_bboxes, gt_valid, level_sizes, level_margin)
-    return None if rects is None else _rect_rows(rects)
-
-
 def _expand_rows(row_seg: Tensor, row_bn0: Tensor, row_w: Tensor,
                  row_pos0: Optional[Tensor] = None):
     """Runs -> per-cell (segment, flat (image, location) index), sorted by (segment, bn), and
@@ -208,6 +199,13 @@ def _expand_rows(row_seg: Tensor, row_bn0: Tensor, row_w: Tensor,
     return seg, running(row_bn0), running(row_pos0)
 
 
+def _rect_cells(rects: dict) -> Tuple[Tensor, Tensor, Tensor]:
+    """Every cell of the rectangles of :func:`_grid_rects`: (segment, flat ``b * N + n``),
+    sorted by (segment, location), and the number of cells of every segment."""
+    seg, bn = _expand_rows(*_rect_rows(rects))
+    return seg, bn, (rects['rows'] * rects['width']).view(-1, rects['num_l']).sum(1)
+
+
 def _inside_cells(points: Tensor, gt_bboxes: Tensor, gt_valid: Tensor,
                   level_sizes: Optional[Sequence[Tuple[int, int]]] = None
                   ) -> Tuple[Tensor, Tensor, Tensor]:
@@ -216,11 +214,9 @@ def _inside_cells(points: Tensor, gt_bboxes: Tensor, gt_valid: Tensor,
     cells of every segment ((B * G,) long)."""
     num_b, num_g = gt_bboxes.shape[:2]
     num_n = points.shape[0]
-    rows = _grid_rows(points, gt_bboxes, gt_valid, level_sizes)
-    if rows is not None:
-        seg, bn = _expand_rows(*rows)
-        count = torch.zeros(num_b * num_g, dtype=torch.long, device=seg.device)
-        return seg, bn, count.index_add_(0, rows[0], rows[2])
+    rects = _grid_rects(points, gt_bboxes, gt_valid, level_sizes)
+    if rects is not None:
+        return _rect_cells(rects)
     pb, pg, pn = points_inside_boxes(points, gt_bboxes, gt_valid).nonzero(as_tuple=True)
     seg = pb * num_g + pg
     return seg, pb * num_n + pn, torch.bincount(seg, minlength=num_b * num_g)

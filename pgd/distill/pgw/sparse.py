@@ -17,7 +17,7 @@ from torch import Tensor
 from .bound import _bounded_quality, _rect_bounded_quality
 from .defaults import _work_dtype
 from .importance import _mahalanobis_sq, _segment_gaussian
-from .locations import _expand_rows, _grid_rects, _inside_cells, _rect_rows
+from .locations import _grid_rects, _inside_cells, _rect_cells
 from .topk import _per_xi_segments, _segment_topk, _stable_argsort
 
 #: The sparse path computes the quality in blocks of at most this many (pair, prediction)
@@ -85,14 +85,13 @@ def _candidate_cells(cls_prob, boxes, gt_bboxes, gt_labels, xis, k, chunk_elems,
         if kept is not None:
             seg, bn, qual, floor = kept
             return seg, bn, torch.bincount(seg, minlength=num_seg), qual, floor
-        seg, bn = _expand_rows(*_rect_rows(rects))
-        seg_count = (rects['rows'] * rects['width']).view(num_seg, -1).sum(1)
+        seg, bn, seg_count = _rect_cells(rects)
     else:
         seg, bn, seg_count = _inside_cells(points, gt_bboxes, gt_valid)
     if seg.numel() == 0:
         return seg, bn, seg_count, cls_prob.new_zeros((len(xis), 0)), None
-    cand, qual, floor = _bounded_quality(cls_prob, boxes, gt_bboxes, gt_labels, seg, bn, seg_count,
-                                  xis, k, chunk_elems)                       # (X, P')
+    cand, qual, floor = _bounded_quality(cls_prob, boxes, gt_bboxes, gt_labels, seg, bn,
+                                         seg_count, xis, k, chunk_elems)      # (X, P')
     if cand is not None:                # only the cells that can make a top-K from here on
         seg, bn = seg.index_select(0, cand), bn.index_select(0, cand)
         seg_count = torch.bincount(seg, minlength=num_seg)
