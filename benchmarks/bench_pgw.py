@@ -10,10 +10,13 @@ Implementations timed (all return the same masks, checked below):
 
 * ``batched``         -- :func:`pgd.distill.pgw.pgw_masks` with the inside candidate rule (the
                          paper text; ``PGDLoss(semantics='paper')``) as the loss calls it
-                         (sparse, grid enumeration with ``level_sizes``); the loss's default
+                         (``impl='auto'`` with ``level_sizes``: on the CPU the sparse engine's
+                         grid enumeration, elsewhere dense); the loss's default
                          official rule is ``batched/all_then_mask`` (``--all-then-mask``);
 * ``batched-nogrid``  -- the same without ``level_sizes`` (dense inside test + nonzero);
 * ``batched-dense``   -- ``impl='dense'`` (B, G, N) pieces;
+* ``batched-sparse``  -- ``impl='sparse'`` with ``level_sizes``, off the CPU only (there
+                         ``'auto'``, hence ``batched``, is dense);
 * ``loop-torch``      -- ``pgw_loop_torch_multi`` of ``tests/pgw_reference.py``: the plain
                          per-image, per-GT torch loop over all N locations and A predictions
                          (the issue's "per-GT loop reference"; IoU shared between the two xi);
@@ -25,7 +28,8 @@ the speed-up over ``loop-numpy`` is printed too. Timings are interleaved (every 
 every implementation once, in rotating order); medians of wall-clock and of process CPU time
 (less sensitive to other jobs on a shared machine) are reported, with the load average and the
 minor page faults, for each torch thread count given. Before timing, the outputs are checked
-(bit-identical batched vs loop-torch). Nothing is asserted. Last figures: benchmarks/README.md.
+(bit-identical batched vs loop-torch; on another ``--device`` also against the loop run on
+the CPU, and a mismatch says how many selections and values differ). Nothing is asserted. Last figures: benchmarks/README.md.
 
     python benchmarks/bench_pgw.py [--repeats 7] [--threads 1,2] [--anchors 1,9]
                                    [--all-then-mask] [--device cuda]
@@ -96,6 +100,24 @@ def level_sizes():
     return [(math.ceil(H_IMG / s), math.ceil(W_IMG / s)) for s in STRIDES]
 
 
+def compare(masks, refs) -> str:
+    """'==' when every mask equals its reference bit for bit, else '!=' with how: locations
+    whose selection (mask > 0) differs, values that differ, and the largest relative gap."""
+    if all(torch.equal(m, r) for m, r in zip(masks, refs)):
+        return '=='
+    sel = vals = 0
+    rel = 0.0
+    for m, r in zip(masks, refs):
+        m, r = m.cpu().double(), r.cpu().double()
+        sel += int(((m > 0) != (r > 0)).sum())
+        gap = (m - r).abs()
+        vals += int((gap > 0).sum())
+        nonzero = r != 0
+        if nonzero.any():
+            rel = max(rel, float((gap[nonzero] / r[nonzero].abs()).max()))
+    return f'!= ({sel} selections differ, {vals} values differ, max rel {rel:.1e})'
+
+
 def interleaved(fns: dict, repeats: int, sync) -> dict:
     """Per function: (median wall s, median process-CPU s); every round runs all of them, in
     rotating order."""
@@ -148,6 +170,13 @@ def main():
                 'batched-dense': lambda: pgw_masks(**case, xis=XIS, k=k, impl='dense'),
                 'loop-torch': lambda: pgw_loop_torch_multi(**case, xis=XIS, k=k),
             }
+            if args.device != 'cpu':   # 'auto' is dense off the CPU: time sparse by name
+                fns['batched-sparse'] = lambda: pgw_masks(**case, xis=XIS, k=k, impl='sparse',
+                                                          level_sizes=sizes)
+                if args.all_then_mask:
+                    fns['batched-sparse/all_then_mask'] = lambda: pgw_masks(
+                        **case, xis=XIS, k=k, candidates='all_then_mask', impl='sparse',
+                        level_sizes=sizes)
             if not args.skip_numpy:
                 fns['loop-numpy'] = lambda: [pgw_reference(**case, xi=x, k=k) for x in XIS]
             if args.all_then_mask:
@@ -160,10 +189,10 @@ def main():
             # correctness first
             ref = fns['loop-torch']()
             checks = []
-            for name in ('batched', 'batched-nogrid', 'batched-dense'):
-                out = fns[name]()
-                same = all(torch.equal(a, b) for a, b in zip(out, ref))
-                checks.append(f'{name} {"==" if same else "!="} loop-torch')
+            for name in ('batched', 'batched-nogrid', 'batched-dense', 'batched-sparse'):
+                if name not in fns:
+                    continue
+                checks.append(f'{name} {compare(fns[name](), ref)} loop-torch')
             if 'loop-numpy' in fns:
                 npref = fns['loop-numpy']()
                 err = max(float(np.abs(o.double().cpu().numpy() - r).max())
@@ -171,9 +200,21 @@ def main():
                 checks.append(f'max|loop-torch - loop-numpy| = {err:.1e}')
             if args.all_then_mask:
                 b = fns['loop-torch/all_then_mask']()
-                for name in ('batched/all_then_mask', 'batched-dense/all_then_mask'):
-                    same = all(torch.equal(x, y) for x, y in zip(fns[name](), b))
-                    checks.append(f'{name} {"==" if same else "!="} loop-torch/all_then_mask')
+                for name in ('batched/all_then_mask', 'batched-dense/all_then_mask',
+                             'batched-sparse/all_then_mask'):
+                    if name not in fns:
+                        continue
+                    checks.append(f'{name} {compare(fns[name](), b)} loop-torch/all_then_mask')
+            if args.device != 'cpu':
+                # off the CPU the loop's own kernels may round differently (one ulp on H200);
+                # the CPU loop is the reference every implementation must equal bit for bit
+                cpu_case = coco_like_batch(num_anchors)
+                rules = ('inside', 'all_then_mask') if args.all_then_mask else ('inside', )
+                for rule in rules:
+                    cpu_ref = pgw_loop_torch_multi(**cpu_case, xis=XIS, k=k, candidates=rule)
+                    for name in ('batched', 'batched-dense', 'loop-torch'):
+                        fn = name if rule == 'inside' else f'{name}/all_then_mask'
+                        checks.append(f'{fn} {compare(fns[fn](), cpu_ref)} {rule} loop on cpu')
             load0 = os.getloadavg()[0]
             flt0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
             t = interleaved(fns, args.repeats, sync)

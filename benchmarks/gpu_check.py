@@ -15,7 +15,8 @@ What it does, on ``--device`` (default ``cuda``):
    and prints ``t(c) / (t(a) + t(b))`` and images/s of (a) and (c);
 3. measures the peak device memory of (a) and (c) (CUDA only; ``n/a`` on CPU);
 4. times PGW alone on the COCO-sized case of ``bench_pgw.py`` (8 images x 30 GTs, N = 22,300;
-   ``--tiny``: 2 x 5) for both candidate rules, on the device.
+   ``--tiny``: 2 x 5) for both candidate rules, on the device, and checks that its masks equal
+   those of the per-GT torch loop run on the CPU bit for bit (a mismatch fails the check).
 
 It prints one summary table and exits non-zero if any part failed (the other parts still run).
 
@@ -187,6 +188,18 @@ def check_pgw(args, report):
     for cand, sec in t.items():
         report.append((f'PGW {batch} x {gts} GTs, N={case["points"].shape[0]}, {cand}',
                        f'{sec * 1e3:.1f} ms'))
+    # the masks must equal, bit for bit, the plain per-GT torch loop run on the CPU
+    from bench_pgw import compare
+    from pgw_reference import pgw_loop_torch_multi
+    cpu_case = coco_like_batch(1, batch=batch, num_gts=gts)
+    verdicts = {cand: compare(fn(), pgw_loop_torch_multi(**cpu_case, xis=(0.8, 0.6), k=30,
+                                                         candidates=cand))
+                for cand, fn in fns.items()}
+    report.append(('PGW masks vs per-GT loop on CPU',
+                   ', '.join(f'{c} {v}' for c, v in verdicts.items())))
+    if any(v != '==' for v in verdicts.values()):
+        raise AssertionError(f'PGW masks on {args.device} differ from the CPU reference: '
+                             f'{verdicts}')
 
 
 def main(argv=None) -> int:

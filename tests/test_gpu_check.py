@@ -1,6 +1,7 @@
 """The GPU benchmark (benchmarks/gpu_check.py) runs on the CPU with --tiny, so it cannot rot
 before a GPU is available; a failing part makes it exit non-zero."""
 import importlib.util
+import re
 from pathlib import Path
 
 import pytest
@@ -26,6 +27,27 @@ def test_gpu_check_tiny_cpu_run(capsys):
         assert key in out, key
     ratio = float(out.split('t(pgd) / (t(student) + t(teacher))')[1].split()[0])
     assert 0.5 < ratio < 5.0
+    pgw_line = next(line for line in out.splitlines() if 'PGW masks vs per-GT loop' in line)
+    assert pgw_line.split()[-4:] == ['all_then_mask', '==,', 'inside', '=='], pgw_line
+
+
+def test_gpu_check_fails_when_pgw_masks_differ_from_the_cpu_loop(monkeypatch, capsys):
+    import pgd.distill.pgw as pgw
+    script = load_script()
+    real = pgw.pgw_masks
+
+    def off_by_one_ulp(*args, **kwargs):
+        import torch
+        return [torch.nextafter(m, m + 1) for m in real(*args, **kwargs)]
+
+    monkeypatch.setattr(script, 'check_step', lambda args, report: None)
+    monkeypatch.setattr(pgw, 'pgw_masks', off_by_one_ulp)
+    rc = script.main(['--device', 'cpu', '--tiny'])
+    captured = capsys.readouterr()
+    assert rc == 1 and 'FAILED: pgw' in captured.err
+    assert 'differ from the CPU reference' in captured.err
+    # every zero moved off zero: the verdict counts those as selection differences
+    assert re.search(r"'inside': '!= \([1-9][0-9]* selections differ", captured.err)
 
 
 def test_gpu_check_fails_loudly(monkeypatch, capsys):

@@ -624,3 +624,25 @@ def test_rect_area_bound_drops_rectangles_and_is_exact(seed, monkeypatch):
             if seed % 3 != 2:                    # the loop ranks NaN qualities differently
                 assert torch.equal(a, c), cand
     assert dropped and all(d > 0 for d in dropped), dropped
+
+
+@pytest.mark.parametrize('cand', ['inside', 'all_then_mask'])
+def test_auto_impl_is_sparse_on_cpu_and_dense_elsewhere(cand, monkeypatch):
+    """impl='auto' picks the sparse engine only on the device types listed in
+    ``masks._AUTO_SPARSE_DEVICES`` (measured on a GPU: dense is faster there); the choice never
+    changes the masks. Without a GPU, 'elsewhere' is simulated by emptying the list."""
+    from pgd.distill.pgw import masks as masks_mod
+    case, k, xi, _ = make_case(0, dtype=torch.float32)
+    case, sizes = _pop_sizes(case)
+    calls = []
+    for name in ('_sparse_pgw', '_sparse_pgw_all', '_dense_pgw'):
+        real = getattr(masks_mod, name)
+        monkeypatch.setattr(masks_mod, name,
+                            lambda *a, _r=real, _n=name, **kw: calls.append(_n) or _r(*a, **kw))
+    on_cpu = pgw_masks(**case, xis=(xi, ), k=k, candidates=cand, level_sizes=sizes)
+    assert calls == ['_sparse_pgw' if cand == 'inside' else '_sparse_pgw_all']
+    monkeypatch.setattr(masks_mod, '_AUTO_SPARSE_DEVICES', ())
+    calls.clear()
+    elsewhere = pgw_masks(**case, xis=(xi, ), k=k, candidates=cand, level_sizes=sizes)
+    assert calls == ['_dense_pgw']
+    assert torch.equal(on_cpu[0], elsewhere[0])

@@ -51,7 +51,9 @@ Conventions and decisions (not fixed by the paper text):
 Two implementations are provided and tested against each other and against the per-GT loop
 reference in ``tests/pgw_reference.py`` (test code, not shipped in the package):
 
-* ``impl='sparse'`` (default for ``candidates='inside'``): only (image, GT, location) pairs
+* ``impl='sparse'`` (``'auto'`` picks it on the CPU, for ``candidates='inside'`` and for the
+  official rule on a grid; off the CPU ``'auto'`` is dense, see ``masks._AUTO_SPARSE_DEVICES``):
+  only (image, GT, location) pairs
   with the location inside the box are materialised (``P`` pairs; with ``level_sizes`` they
   are enumerated as runs of consecutive locations -- the rows of each box's grid rectangle --
   without any (B, G, N) tensor, see :func:`inside_pairs`); quality (mmdet's aligned IoU
@@ -67,8 +69,8 @@ reference in ``tests/pgw_reference.py`` (test code, not shipped in the package):
   order (hence the tie-breaking and the float64 summation order) is that of one ``xi`` alone.
 * ``impl='dense'``: built from the public pieces :func:`quality_scores`,
   :func:`topk_candidates`, :func:`fit_gaussian`, :func:`gaussian_importance` and
-  :func:`normalise_per_level` on (B, G, N) tensors (used for ``'all_then_mask'`` and by the
-  ablation strategies).
+  :func:`normalise_per_level` on (B, G, N) tensors (used off the CPU, for ``'all_then_mask'``
+  without a grid and by the ablation strategies).
 
 Package layout (one module per seam, so the readable equations stay apart from the tuned code):
 
