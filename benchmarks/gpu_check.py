@@ -13,7 +13,9 @@ What it does, on ``--device`` (default ``cuda``):
    1333 x 800, ~10 COCO-like GTs each; ``--tiny``: 2 images of 320 x 192) times, interleaved,
    (a) the student train step, (b) the teacher forward, (c) the PGD distillation train step,
    and prints ``t(c) / (t(a) + t(b))`` and images/s of (a) and (c);
-3. measures the peak device memory of (a) and (c) (CUDA only; ``n/a`` on CPU);
+3. measures the peak device memory of (a) and (c) (CUDA only; ``n/a`` on CPU) and counts the
+   ATen operators each dispatches (where a step is bound by the host, the cost of (c) beyond
+   (a) + (b) follows this count);
 4. times PGW alone on the COCO-sized case of ``bench_pgw.py`` (8 images x 30 GTs, N = 22,300;
    ``--tiny``: 2 x 5) for both candidate rules, on the device, and checks that its masks equal
    those of the per-GT torch loop run on the CPU bit for bit (a mismatch fails the check).
@@ -134,6 +136,24 @@ def peak_memory(fn, device, sync):
     return torch.cuda.max_memory_allocated(device) / 2 ** 20
 
 
+def aten_op_count(fn) -> int:
+    """Number of ATen operators one call of ``fn`` dispatches (forward, backward and optimiser;
+    views included). Deterministic, and the lever where a step is bound by the host: on a GPU
+    each is at least one kernel launch's worth of host work."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class Count(TorchDispatchMode):
+        n = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            Count.n += 1
+            return func(*args, **(kwargs or {}))
+
+    with Count():
+        fn()
+    return Count.n
+
+
 def check_step(args, report):
     device, sync = args.device, sync_for(args.device)
     student, teacher, distiller = build(device)
@@ -173,6 +193,12 @@ def check_step(args, report):
     report.append(('images/s student-only / PGD', f'{args.batch / t["student"]:.2f} / '
                    f'{args.batch / t["pgd"]:.2f}'))
     report.append(('peak memory student / PGD step', f'{fmt_mem(mem_s)} / {fmt_mem(mem_p)}'))
+    ops = {name: aten_op_count(fn) for name, fn in (('student', student_step),
+                                                   ('teacher', teacher_forward),
+                                                   ('pgd', pgd_step))}
+    report.append(('ATen ops student / teacher / PGD (extra)',
+                   f'{ops["student"]} / {ops["teacher"]} / {ops["pgd"]} '
+                   f'({ops["pgd"] - ops["student"] - ops["teacher"]:+d})'))
 
 
 def check_pgw(args, report):

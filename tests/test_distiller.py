@@ -161,6 +161,65 @@ def test_anchor_decode_matches_mmdet_bbox_coder():
     assert dec.points[17].tolist() == [8.0, 8.0]
 
 
+def _per_level_reference(head, outs):
+    """Decode level by level from mmdet's own pieces (the decoder's former shape)."""
+    kind = type(head).__name__
+    probs, boxes, points = [], [], []
+    for lvl, (cls, reg) in enumerate(zip(outs[0], outs[1])):
+        b, _, h, w = cls.shape
+        stride = head.prior_generator.strides[lvl][0]
+        prior = head.prior_generator.single_level_grid_priors((h, w), lvl, device='cpu')
+        probs.append(cls.permute(0, 2, 3, 1).reshape(b, h * w, -1, head.cls_out_channels)
+                     .sigmoid())
+        if kind in ('ATSSHead', 'DDODHead'):
+            deltas = reg.permute(0, 2, 3, 1).reshape(b, h * w, -1, 4)
+            anchors = prior.reshape(h * w, -1, 4)
+            points.append((anchors[:, 0, :2] + anchors[:, 0, 2:]) / 2)
+            boxes.append(head.bbox_coder.decode(anchors[None].expand_as(deltas).reshape(-1, 4),
+                                                deltas.reshape(-1, 4)).reshape(deltas.shape))
+            continue
+        pts = (prior[:, :2] + prior[:, 2:]) / 2 if prior.shape[-1] == 4 else prior[:, :2]
+        points.append(pts)                          # GFL: anchor centres; else points
+        if kind == 'GFLHead':
+            flat = reg.permute(0, 2, 3, 1).reshape(-1, 4 * (head.reg_max + 1))
+            dist = head.integral(flat).reshape(b, -1, 1, 4) * stride
+        else:
+            dist = reg.permute(0, 2, 3, 1).reshape(b, h * w, 1, 4)
+            if kind == 'FCOSHead' and head.norm_on_bbox and head.training:
+                dist = dist * stride
+        x, y = pts[:, None, 0], pts[:, None, 1]
+        boxes.append(torch.stack([x - dist[..., 0], y - dist[..., 1], x + dist[..., 2],
+                                  y + dist[..., 3]], -1))
+    return torch.cat(probs, 1), torch.cat(boxes, 1), torch.cat(points)
+
+
+@pytest.mark.parametrize('det', DETECTORS)
+def test_decode_equals_the_per_level_decode_bit_for_bit(det):
+    """One decode over all levels (and cached priors) gives exactly the per-level result, on
+    odd level sizes (vectorised kernels' tails) in train and eval mode."""
+    from pgd.distill import head_decoding
+    head = _head(det)
+    sizes = [(25, 33), (13, 17), (7, 9), (4, 5), (2, 3)]
+    torch.manual_seed(0)
+    x = [torch.rand(2, 64, h, w) for h, w in sizes]
+    for training in (True, False):
+        head.train(training)
+        with torch.no_grad():
+            outs = head(x)
+        for _ in range(2):                          # the second call hits the prior cache
+            dec = decode_head_outputs(head, outs)
+            probs, boxes, points = _per_level_reference(head, outs)
+            assert torch.equal(dec.cls_prob, probs) and torch.equal(dec.boxes, boxes)
+            assert torch.equal(dec.points, points)
+    cached = head_decoding._prior_cache[head.prior_generator]
+    assert len(cached) == 1
+    for n in range(head_decoding._PRIOR_CACHE_SHAPES + 3):   # bounded, most recent kept
+        head_decoding.prior_centres(head, [(n + 1, n + 2)] * 5, 'cpu')
+    assert len(cached) == head_decoding._PRIOR_CACHE_SHAPES
+    assert next(reversed(cached))[0] == ((head_decoding._PRIOR_CACHE_SHAPES + 3,
+                                          head_decoding._PRIOR_CACHE_SHAPES + 4), ) * 5
+
+
 COMPETITORS = ('fgd', 'fgfi', 'defeat', 'frs', 'fkd')
 
 

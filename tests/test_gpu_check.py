@@ -23,7 +23,8 @@ def test_gpu_check_tiny_cpu_run(capsys):
     assert rc == 0, out
     assert 'ATSS R101 -> R50' in out
     for key in ('t(pgd) / (t(student) + t(teacher))', 'images/s student-only / PGD',
-                'peak memory student / PGD step', 'all_then_mask', 'inside'):
+                'peak memory student / PGD step', 'all_then_mask', 'inside',
+                'ATen ops student / teacher / PGD (extra)'):
         assert key in out, key
     ratio = float(out.split('t(pgd) / (t(student) + t(teacher))')[1].split()[0])
     assert 0.5 < ratio < 5.0

@@ -17,6 +17,8 @@ heads. Points are (x, y) -- mmdet's order -- and flattened level by level, row-m
 """
 from __future__ import annotations
 
+import weakref
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import List, Sequence, Tuple
 
@@ -67,12 +69,25 @@ def head_strides(head) -> List[int]:
     return [int(s[0]) if isinstance(s, (tuple, list)) else int(s) for s in strides]
 
 
-def prior_centres(head, level_sizes: Sequence[Tuple[int, int]], device) -> Tuple[List[Tensor],
-                                                                               List[Tensor]]:
-    """Per level: the priors ((H*W, A, 4) anchors, or (H*W, 1, 2) points) and centres (H*W, 2)."""
-    priors = head.prior_generator.grid_priors(list(level_sizes), device=device)
+# Priors are a pure function of (prior generator, level sizes, device) but cost ~20 small ops
+# per level to build; at paper scale on a GPU the step is bound by the host (benchmarks/
+# README.md), so they are built once per shape. A few shapes per generator are kept
+# (multi-scale training changes the sizes from batch to batch); a generator's entries go with it.
+_PRIOR_CACHE_SHAPES = 8
+_prior_cache: 'weakref.WeakKeyDictionary' = weakref.WeakKeyDictionary()
+
+
+def prior_centres(head, level_sizes: Sequence[Tuple[int, int]], device) -> Tuple[Tensor, Tensor]:
+    """All levels' priors, flattened level by level: (N, A, 4) anchors or (N, 1, 2) points, and
+    the (N, 2) location centres. Cached (see ``_PRIOR_CACHE_SHAPES``): never modify in place."""
+    key = (tuple((int(h), int(w)) for h, w in level_sizes), torch.device(device))
+    shapes = _prior_cache.setdefault(head.prior_generator, OrderedDict())
+    if key in shapes:
+        shapes.move_to_end(key)
+        return shapes[key]
+    priors = head.prior_generator.grid_priors(list(key[0]), device=device)
     out_priors, centres = [], []
-    for p, (h, w) in zip(priors, level_sizes):
+    for p, (h, w) in zip(priors, key[0]):
         if p.shape[-1] == 4:  # anchors, A per location
             p = p.reshape(h * w, -1, 4)
             centres.append((p[:, 0, :2] + p[:, 0, 2:]) / 2)
@@ -80,7 +95,10 @@ def prior_centres(head, level_sizes: Sequence[Tuple[int, int]], device) -> Tuple
             p = p[:, :2].reshape(h * w, 1, 2)
             centres.append(p[:, 0])
         out_priors.append(p)
-    return out_priors, centres
+    shapes[key] = (torch.cat(out_priors), torch.cat(centres))
+    if len(shapes) > _PRIOR_CACHE_SHAPES:
+        shapes.popitem(last=False)
+    return shapes[key]
 
 
 def _distance_to_box(points: Tensor, dist: Tensor) -> Tensor:
@@ -104,27 +122,32 @@ def decode_head_outputs(head, outs: Sequence[Sequence[Tensor]]) -> DecodedPredic
     level_sizes = [tuple(x.shape[-2:]) for x in cls_scores]
     strides = head_strides(head)[:len(level_sizes)]
     device = cls_scores[0].device
-    priors, centres = prior_centres(head, level_sizes, device)
+    priors, points = prior_centres(head, level_sizes, device)
     num_classes = head.cls_out_channels
-
-    probs, boxes = [], []
-    for lvl, (cls, reg) in enumerate(zip(cls_scores, bbox_preds)):
-        probs.append(_per_location(cls.float(), num_classes).sigmoid())
-        if kind in ANCHOR_HEADS:
-            deltas = _per_location(reg.float(), 4)
-            anchors = priors[lvl][None].expand_as(deltas)
-            dec = head.bbox_coder.decode(anchors.reshape(-1, 4), deltas.reshape(-1, 4))
-            boxes.append(dec.reshape(deltas.shape))
-        elif kind in DISTRIBUTION_HEADS:
+    # one box decode for all levels: its ops are elementwise per prediction, so this equals the
+    # per-level decode bit for bit with a fifth of the operator launches. Kept per level: the
+    # sigmoid (its vectorised kernel rounds a few elements differently by position in the
+    # tensor, measured) and the GFL integral (a reduction over bins).
+    cls_prob = torch.cat([_per_location(c.float(), num_classes).sigmoid() for c in cls_scores],
+                         1)
+    if kind in ANCHOR_HEADS:
+        deltas = torch.cat([_per_location(r.float(), 4) for r in bbox_preds], 1)
+        anchors = priors[None].expand_as(deltas)
+        boxes = head.bbox_coder.decode(anchors.reshape(-1, 4),
+                                       deltas.reshape(-1, 4)).reshape(deltas.shape)
+    elif kind in DISTRIBUTION_HEADS:
+        dist = []
+        for lvl, reg in enumerate(bbox_preds):
             b = reg.shape[0]
             flat = reg.float().permute(0, 2, 3, 1).reshape(-1, 4 * (head.reg_max + 1))
-            dist = head.integral(flat).reshape(b, -1, 1, 4) * strides[lvl]
-            boxes.append(_distance_to_box(centres[lvl], dist))
-        else:  # point heads
-            dist = _per_location(reg.float(), 4)
-            if kind == 'FCOSHead' and head.norm_on_bbox and head.training:
-                dist = dist * strides[lvl]
-            boxes.append(_distance_to_box(priors[lvl], dist))
-    return DecodedPredictions(
-        cls_prob=torch.cat(probs, dim=1), boxes=torch.cat(boxes, dim=1),
-        points=torch.cat(centres, dim=0), level_sizes=level_sizes, strides=strides)
+            dist.append(head.integral(flat).reshape(b, -1, 1, 4) * strides[lvl])
+        boxes = _distance_to_box(points, torch.cat(dist, 1))
+    else:  # point heads
+        dist = torch.cat([_per_location(r.float(), 4) for r in bbox_preds], 1)
+        if kind == 'FCOSHead' and head.norm_on_bbox and head.training:
+            stride_of = torch.cat([points.new_full((h * w, 1, 1), float(s))
+                                   for (h, w), s in zip(level_sizes, strides)])
+            dist = dist * stride_of
+        boxes = _distance_to_box(priors, dist)
+    return DecodedPredictions(cls_prob=cls_prob, boxes=boxes, points=points,
+                              level_sizes=level_sizes, strides=strides)
