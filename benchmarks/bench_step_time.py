@@ -17,7 +17,9 @@ by side, interleaved (every repeat runs all of them, in rotating order):
 It prints the medians and, per method, the ratio ``t(method) / (t(student) + t(teacher))``
 (PGD target <= 1.05), plus, on a ``DistillBatch`` captured from the same step, the PGW-only time
 (both masks) and the PGD loss alone (forward, and forward + backward into detached student
-features). Wall-clock and process CPU time (user + system of all threads) are both reported; on
+features), and the ATen operators each step dispatches (``op_count.py``: beyond the student
+step and teacher forward, what a method adds where a step is bound by the host, as on a GPU).
+Wall-clock and process CPU time (user + system of all threads) are both reported; on
 a shared machine the CPU-time ratio is the less load-sensitive of the two. Nothing is asserted;
 last figures: benchmarks/README.md.
 
@@ -192,6 +194,11 @@ def bench_detector(det: str, args):
               f'{int(batch.gt_valid.sum())} GTs, PGDLoss({pgd_loss.extra_repr()})')
     for name, (w, c) in t.items():
         print(f'  {name:18s} wall {w * 1e3:8.1f} ms   cpu {c * 1e3:8.1f} ms')
+    from op_count import aten_op_count
+    ops = {name: aten_op_count(fns[name]) for name in ['student', 'teacher'] + methods}
+    print('  ATen ops per step: ' + ', '.join(
+        [f'student {ops["student"]}', f'teacher {ops["teacher"]}']
+        + [f'{m} {ops[m]} ({ops[m] - ops["student"] - ops["teacher"]:+d})' for m in methods]))
     ratios = {}
     for method in methods:
         (rw, rw_round), (rc, rc_round) = step_ratios(wall, cpu, method)

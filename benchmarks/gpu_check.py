@@ -136,24 +136,6 @@ def peak_memory(fn, device, sync):
     return torch.cuda.max_memory_allocated(device) / 2 ** 20
 
 
-def aten_op_count(fn) -> int:
-    """Number of ATen operators one call of ``fn`` dispatches (forward, backward and optimiser;
-    views included). Deterministic, and the lever where a step is bound by the host: on a GPU
-    each is at least one kernel launch's worth of host work."""
-    from torch.utils._python_dispatch import TorchDispatchMode
-
-    class Count(TorchDispatchMode):
-        n = 0
-
-        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-            Count.n += 1
-            return func(*args, **(kwargs or {}))
-
-    with Count():
-        fn()
-    return Count.n
-
-
 def check_step(args, report):
     device, sync = args.device, sync_for(args.device)
     student, teacher, distiller = build(device)
@@ -193,6 +175,7 @@ def check_step(args, report):
     report.append(('images/s student-only / PGD', f'{args.batch / t["student"]:.2f} / '
                    f'{args.batch / t["pgd"]:.2f}'))
     report.append(('peak memory student / PGD step', f'{fmt_mem(mem_s)} / {fmt_mem(mem_p)}'))
+    from op_count import aten_op_count
     ops = {name: aten_op_count(fn) for name, fn in (('student', student_step),
                                                    ('teacher', teacher_forward),
                                                    ('pgd', pgd_step))}
