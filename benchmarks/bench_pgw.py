@@ -29,7 +29,8 @@ every implementation once, in rotating order); medians of wall-clock and of proc
 (less sensitive to other jobs on a shared machine) are reported, with the load average and the
 minor page faults, for each torch thread count given. Before timing, the outputs are checked
 (bit-identical batched vs loop-torch; on another ``--device`` also against the loop run on
-the CPU, and a mismatch says how many selections and values differ). Nothing is asserted. Last figures: benchmarks/README.md.
+the CPU, and a mismatch says how many selections and values differ). Nothing is asserted.
+Last figures: benchmarks/README.md.
 
     python benchmarks/bench_pgw.py [--repeats 7] [--threads 1,2] [--anchors 1,9]
                                    [--all-then-mask] [--device cuda]

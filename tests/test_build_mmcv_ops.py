@@ -1,18 +1,14 @@
 """benchmarks/build_mmcv_ops.py: the source list of mmcv's CUDA build, with unique object names
 (compiling needs a CUDA toolkit and is not done here)."""
-import importlib.util
 from pathlib import Path
 
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[1] / 'benchmarks' / 'build_mmcv_ops.py'
+from benchmark_scripts import load_benchmark
 
 
 def load_script():
-    spec = importlib.util.spec_from_file_location('build_mmcv_ops', SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark('build_mmcv_ops')
 
 
 def _touch(root, rel, text=''):

@@ -1,19 +1,14 @@
 """The GPU benchmark (benchmarks/gpu_check.py) runs on the CPU with --tiny, so it cannot rot
 before a GPU is available; a failing part makes it exit non-zero."""
-import importlib.util
 import re
-from pathlib import Path
 
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[1] / 'benchmarks' / 'gpu_check.py'
+from benchmark_scripts import load_benchmark
 
 
 def load_script():
-    spec = importlib.util.spec_from_file_location('gpu_check', SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark('gpu_check')
 
 
 @pytest.mark.slow
