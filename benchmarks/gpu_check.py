@@ -15,7 +15,8 @@ What it does, on ``--device`` (default ``cuda``):
    and prints ``t(c) / (t(a) + t(b))`` and images/s of (a) and (c);
 3. measures the peak device memory of (a) and (c) (CUDA only; ``n/a`` on CPU) and counts the
    ATen operators each dispatches (where a step is bound by the host, the cost of (c) beyond
-   (a) + (b) follows this count);
+   (a) + (b) follows this count), and on CUDA the kernel time against the wall time of (a) and
+   (c) under ``torch.profiler`` (kernel time well below wall time: bound by the host);
 4. times PGW alone on the COCO-sized case of ``bench_pgw.py`` (8 images x 30 GTs, N = 22,300;
    ``--tiny``: 2 x 5) for both candidate rules, on the device, and checks that its masks equal
    those of the per-GT torch loop run on the CPU bit for bit (a mismatch fails the check).
@@ -136,6 +137,29 @@ def peak_memory(fn, device, sync):
     return torch.cuda.max_memory_allocated(device) / 2 ** 20
 
 
+def device_busy(fn, device, sync, calls=3):
+    """(kernel ms, wall ms, kernel launches) per call of ``fn`` under ``torch.profiler``, or
+    None off CUDA. Kernel time well below wall time means the step is bound by the host."""
+    if not device.startswith('cuda'):
+        return None
+    from torch.profiler import ProfilerActivity, profile
+    sync()
+    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+        t0 = time.perf_counter()
+        for _ in range(calls):
+            fn()
+        sync()
+        wall = time.perf_counter() - t0
+    events = prof.events()
+    # device-side activities (kernels, copies), not the GPU spans of record_function
+    # annotations such as the optimiser's, which would count their kernels twice
+    kernel_us = sum(e.time_range.elapsed_us() for e in events
+                    if e.device_type == torch.autograd.DeviceType.CUDA
+                    and not getattr(e, 'is_user_annotation', False))
+    launches = sum(1 for e in events if 'LaunchKernel' in e.name)
+    return kernel_us / 1e3 / calls, wall * 1e3 / calls, launches // calls
+
+
 def check_step(args, report):
     device, sync = args.device, sync_for(args.device)
     student, teacher, distiller = build(device)
@@ -175,6 +199,14 @@ def check_step(args, report):
     report.append(('images/s student-only / PGD', f'{args.batch / t["student"]:.2f} / '
                    f'{args.batch / t["pgd"]:.2f}'))
     report.append(('peak memory student / PGD step', f'{fmt_mem(mem_s)} / {fmt_mem(mem_p)}'))
+    try:
+        busy = {name: device_busy(fn, device, sync) for name, fn in (('student', student_step),
+                                                                     ('pgd', pgd_step))}
+        report.append(('GPU kernels / wall per step, launches', 'n/a' if busy['pgd'] is None
+                       else '; '.join(f'{n} {k:.0f} / {w:.0f} ms, {c}'
+                                      for n, (k, w, c) in busy.items())))
+    except Exception as exc:          # a diagnostic: say why it is missing, keep the figures
+        report.append(('GPU kernels / wall per step, launches', f'unavailable ({exc!r})'))
     from op_count import aten_op_count
     ops = {name: aten_op_count(fn) for name, fn in (('student', student_step),
                                                    ('teacher', teacher_forward),

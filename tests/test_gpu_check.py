@@ -68,3 +68,13 @@ def test_gpu_check_without_cuda_says_so(capsys):
     rc = load_script().main(['--device', 'cuda'])
     assert rc == 2
     assert 'CUDA is not available' in capsys.readouterr().err
+
+
+def test_device_busy_profiler_path_runs_without_cuda():
+    """The CUDA-only profiler summary keeps working code (attributes of the profiler's events):
+    forced onto the CPU it finds no kernels and no launches, and a positive wall time."""
+    import torch
+    kernel_ms, wall_ms, launches = load_script().device_busy(
+        lambda: torch.ones(1000).sum(), 'cuda', lambda: None)
+    assert kernel_ms == 0 and launches == 0 and wall_ms > 0
+    assert load_script().device_busy(lambda: None, 'cpu', lambda: None) is None
