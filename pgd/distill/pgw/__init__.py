@@ -53,8 +53,7 @@ reference in ``tests/pgw_reference.py`` (test code, not shipped in the package):
 
 * ``impl='sparse'`` (``'auto'`` picks it on the CPU, for ``candidates='inside'`` and for the
   official rule on a grid; off the CPU ``'auto'`` is dense, see ``masks._AUTO_SPARSE_DEVICES``):
-  only (image, GT, location) pairs
-  with the location inside the box are materialised (``P`` pairs; with ``level_sizes`` they
+  only (image, GT, location) pairs with the location inside the box are materialised (``P`` pairs; with ``level_sizes`` they
   are enumerated as runs of consecutive locations -- the rows of each box's grid rectangle --
   without any (B, G, N) tensor, see :func:`inside_pairs`); quality (mmdet's aligned IoU
   written out elementwise, bit-identical; for A = 1 on the interleaved (x1, y1, x2, y2) rows,
