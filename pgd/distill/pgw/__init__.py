@@ -53,11 +53,12 @@ reference in ``tests/pgw_reference.py`` (test code, not shipped in the package):
 
 * ``impl='sparse'`` (``'auto'`` picks it on the CPU, for ``candidates='inside'`` and for the
   official rule on a grid; off the CPU ``'auto'`` is dense, see ``masks._AUTO_SPARSE_DEVICES``):
-  only (image, GT, location) pairs with the location inside the box are materialised (``P`` pairs; with ``level_sizes`` they
-  are enumerated as runs of consecutive locations -- the rows of each box's grid rectangle --
-  without any (B, G, N) tensor, see :func:`inside_pairs`); quality (mmdet's aligned IoU
-  written out elementwise, bit-identical; for A = 1 on the interleaved (x1, y1, x2, y2) rows,
-  see :func:`_aligned_iou`), a segmented top-K and the Gaussian fit work
+  only (image, GT, location) pairs with the location inside the box are materialised (``P``
+  pairs; with ``level_sizes`` they are enumerated as runs of consecutive locations -- the rows
+  of each box's grid rectangle -- without any (B, G, N) tensor, see :func:`inside_pairs`);
+  quality (mmdet's aligned IoU written out elementwise, bit-identical; for A = 1 on the
+  interleaved (x1, y1, x2, y2) rows, see :func:`_aligned_iou`), a segmented top-K and the
+  Gaussian fit work
   on those pairs, so memory and time scale with ``P * A`` instead of ``B * G * N * A``. The
   top-K is one stable sort of an int64 ``(pair's GT, quality bits)`` key; on large batches an
   exact pre-filter (k-th largest maximum of 16-pair groups, see :func:`_segment_topk`) first
