@@ -25,6 +25,7 @@ last figures: benchmarks/README.md.
 
     python benchmarks/bench_step_time.py [--detectors atss,fcos] [--methods pgd,fgd]
                                          [--repeats 15] [--threads 0] [--batch 8] [--size 256]
+                                         [--device cuda]
 """
 from __future__ import annotations
 
@@ -41,9 +42,9 @@ import torch
 TARGET_RATIO = 1.05
 
 
-def build_models(det: str, methods=('pgd', )):
+def build_models(det: str, methods=('pgd', ), device: str = 'cpu'):
     """The stand-alone student and teacher, and one distiller per method sharing their
-    weights (so every step sees the same predictions)."""
+    weights (so every step sees the same predictions), on ``device``."""
     from mmdet.registry import MODELS
 
     from pgd.engine.config_utils import load_config
@@ -55,8 +56,8 @@ def build_models(det: str, methods=('pgd', )):
     teacher = MODELS.build(copy.deepcopy(t_cfg.model))
     student.init_weights()
     teacher.init_weights()
-    student.train()
-    teacher.eval()
+    student.to(device).train()
+    teacher.to(device).eval()
     distillers = {}
     for method in methods:
         losses = method_losses(load_method(method), det, None)
@@ -65,12 +66,12 @@ def build_models(det: str, methods=('pgd', )):
                                       init_student_from_teacher=False))
         distiller.student.load_state_dict(student.state_dict())
         distiller.teacher.load_state_dict(teacher.state_dict())
-        distiller.train()
+        distiller.to(device).train()
         distillers[method] = distiller
     return student, teacher, distillers
 
 
-def random_batch(batch: int, size: int, num_classes: int, seed: int = 0):
+def random_batch(batch: int, size: int, num_classes: int, seed: int = 0, device: str = 'cpu'):
     from mmdet.structures import DetDataSample
     from mmengine.structures import InstanceData
     g = torch.Generator().manual_seed(seed)
@@ -89,23 +90,25 @@ def random_batch(batch: int, size: int, num_classes: int, seed: int = 0):
         inst.bboxes = boxes
         inst.labels = torch.randint(0, num_classes, (n, ), generator=g)
         ds.gt_instances = inst
-        samples.append(ds)
-    return x, samples
+        samples.append(ds.to(device))
+    return x.to(device), samples
 
 
-def interleaved(fns: dict, repeats: int):
+def interleaved(fns: dict, repeats: int, sync=lambda: None):
     """Per function: lists of (wall s, process CPU s) per round; every round runs every
-    function once, in rotating order."""
+    function once, in rotating order; ``sync`` waits for a device's queued work."""
     names = list(fns)
     wall = {n: [] for n in names}
     cpu = {n: [] for n in names}
     for name in names:  # warm-up (twice: first-call allocations, lazy imports)
         fns[name]()
         fns[name]()
+    sync()
     for r in range(repeats):
         for name in names[r % len(names):] + names[:r % len(names)]:
             c0, t0 = time.process_time(), time.perf_counter()
             fns[name]()
+            sync()
             wall[name].append(time.perf_counter() - t0)
             cpu[name].append(time.process_time() - c0)
     return wall, cpu
@@ -164,8 +167,9 @@ def _pgd_parts(distiller, x, samples):
 
 def bench_detector(det: str, args):
     methods = args.methods.split(',')
-    student, teacher, distillers = build_models(det, methods)
-    x, samples = random_batch(args.batch, args.size, student.bbox_head.num_classes)
+    student, teacher, distillers = build_models(det, methods, args.device)
+    x, samples = random_batch(args.batch, args.size, student.bbox_head.num_classes,
+                              device=args.device)
     params = lambda m: [p for p in m.parameters() if p.requires_grad]  # noqa: E731
     fns = dict(student=_train_step(student, torch.optim.SGD(params(student), lr=1e-5,
                                                             momentum=0.9), x, samples))
@@ -183,7 +187,8 @@ def bench_detector(det: str, args):
         parts, batch = _pgd_parts(distillers['pgd'], x, samples)
         fns.update(parts)
     load0 = os.getloadavg()[0]
-    wall, cpu = interleaved(fns, args.repeats)
+    sync = torch.cuda.synchronize if args.device.startswith('cuda') else (lambda: None)
+    wall, cpu = interleaved(fns, args.repeats, sync)
     load1 = os.getloadavg()[0]
     t = {n: (statistics.median(wall[n]), statistics.median(cpu[n])) for n in fns}
     print(f'\n{det.upper()}: B={args.batch}, {args.size}x{args.size}, methods {methods}; '
@@ -219,7 +224,10 @@ def main():
     ap.add_argument('--threads', type=int, default=0, help='torch threads (0: torch default)')
     ap.add_argument('--batch', type=int, default=8)
     ap.add_argument('--size', type=int, default=256)
+    ap.add_argument('--device', default='cpu', help='cpu, cuda or cuda:N')
     args = ap.parse_args()
+    if args.device.startswith('cuda') and not torch.cuda.is_available():
+        ap.error(f'--device {args.device} but CUDA is not available')
     if args.threads:
         torch.set_num_threads(args.threads)
     from mmengine.logging import MMLogger
@@ -228,7 +236,8 @@ def main():
     warnings.filterwarnings('ignore')
     register_all()
     MMLogger.get_current_instance().setLevel(logging.WARNING)  # no init_weights chatter
-    print(f'torch={torch.__version__} threads={torch.get_num_threads()} cpus={os.cpu_count()} '
+    print(f'device={args.device} torch={torch.__version__} threads={torch.get_num_threads()} '
+          f'cpus={os.cpu_count()} '
           f'loadavg={os.getloadavg()} repeats={args.repeats} (medians, interleaved)')
     results = [bench_detector(det, args) for det in args.detectors.split(',')]
     print('\nsummary: t(method step) / (t(student step) + t(teacher forward)); PGD target <= '
