@@ -39,6 +39,8 @@ import warnings
 
 import torch
 
+from pgd.catalog import feature_method_names
+
 TARGET_RATIO = 1.05
 
 
@@ -218,7 +220,7 @@ def bench_detector(det: str, args):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument('--detectors', default='atss,fcos,gfl,ddod,autoassign')
-    ap.add_argument('--methods', default='pgd,fgd,fgfi,defeat,frs,fkd',
+    ap.add_argument('--methods', default=','.join(feature_method_names()),
                     help='feature-imitation methods to time (each is one distiller)')
     ap.add_argument('--repeats', type=int, default=15)
     ap.add_argument('--threads', type=int, default=0, help='torch threads (0: torch default)')

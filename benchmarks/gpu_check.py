@@ -1,4 +1,5 @@
-"""One-device check of PGD at paper scale: step-time ratio, PGW, peak memory, images/s.
+"""One-device check of PGD (and its competitors) at paper scale: step-time ratio, PGW, peak
+memory, images/s.
 
 Written to be run as one short script the first time a CUDA device is available (<= 8 min on
 one GPU); ``--device cpu --tiny`` runs the same code paths on the CPU in seconds, which the test
@@ -8,11 +9,13 @@ What it does, on ``--device`` (default ``cuda``):
 
 1. builds the paper-scale ATSS teacher ``config/detectors/paper/atss_r101_teacher.py`` and
    student ``atss_r50_student.py`` with **random weights** (the ImageNet ``init_cfg`` is
-   dropped: nothing is downloaded) and the ``PGDLoss`` of ``config/distill/pgd.py``;
+   dropped: nothing is downloaded) and one distiller per method of ``--methods`` (default:
+   every feature method of the catalog, PGD and its competitors, each with the losses of
+   ``config/distill/<method>.py``);
 2. on one batch of random images at the paper's input size and per-GPU batch (2 images of
    1333 x 800, ~10 COCO-like GTs each; ``--tiny``: 2 images of 320 x 192) times, interleaved,
-   (a) the student train step, (b) the teacher forward, (c) the PGD distillation train step,
-   and prints ``t(c) / (t(a) + t(b))`` and images/s of (a) and (c);
+   (a) the student train step, (b) the teacher forward, (c) each method's distillation train
+   step, and prints ``t(c) / (t(a) + t(b))`` and the images/s of (a) and (c);
 3. measures the peak device memory of (a) and (c) (CUDA only; ``n/a`` on CPU) and counts the
    ATen operators each dispatches (where a step is bound by the host, the cost of (c) beyond
    (a) + (b) follows this count), and on CUDA the kernel time against the wall time of (a) and
@@ -40,6 +43,8 @@ import warnings
 
 import torch
 
+from pgd.catalog import feature_method_names
+
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 PAPER_SIZE = (800, 1333)           # (H, W): MMDetection's 1333 x 800 COCO resize
@@ -53,7 +58,9 @@ def _drop_pretrained(model_cfg):
     return model_cfg
 
 
-def build(device):
+def build(device, methods=('pgd', )):
+    """The stand-alone student and teacher, and one distiller per method sharing their weights
+    (so every step sees the same predictions), on ``device``."""
     from mmdet.registry import MODELS
 
     from pgd.engine.config_utils import load_config
@@ -61,21 +68,23 @@ def build(device):
     _, s_cfg = load_config('paper/atss_r50_student')
     _, t_cfg = load_config('paper/atss_r101_teacher')
     s_model, t_model = _drop_pretrained(s_cfg.model), _drop_pretrained(t_cfg.model)
-    losses = method_losses(load_method('pgd'), 'atss', None)
     torch.manual_seed(0)
     student = MODELS.build(copy.deepcopy(s_model))
     teacher = MODELS.build(copy.deepcopy(t_model))
     student.init_weights()
     teacher.init_weights()
-    distiller = MODELS.build(dict(type='TeacherStudentDistiller', student=s_model,
-                                  teacher=t_model, distill_losses=losses,
-                                  init_student_from_teacher=False))
-    distiller.student.load_state_dict(student.state_dict())
-    distiller.teacher.load_state_dict(teacher.state_dict())
+    distillers = {}
+    for method in methods:
+        distiller = MODELS.build(dict(type='TeacherStudentDistiller', student=s_model,
+                                      teacher=t_model, init_student_from_teacher=False,
+                                      distill_losses=method_losses(load_method(method), 'atss',
+                                                                   None)))
+        distiller.student.load_state_dict(student.state_dict())
+        distiller.teacher.load_state_dict(teacher.state_dict())
+        distillers[method] = distiller.to(device).train()
     student.to(device).train()
     teacher.to(device).eval()
-    distiller.to(device).train()
-    return student, teacher, distiller
+    return student, teacher, distillers
 
 
 def image_batch(num, hw, num_classes, device, seed=0):
@@ -160,60 +169,54 @@ def device_busy(fn, device, sync, calls=3):
     return kernel_us / 1e3 / calls, wall * 1e3 / calls, launches // calls
 
 
+def _train_step(model, x, samples):
+    opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=1e-5)
+
+    def step():
+        opt.zero_grad()
+        loss, _ = model.parse_losses(model.loss(x, samples))
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f'non-finite step loss {float(loss)}')
+        loss.backward()
+        opt.step()
+    return step
+
+
 def check_step(args, report):
+    from op_count import aten_op_count
     device, sync = args.device, sync_for(args.device)
-    student, teacher, distiller = build(device)
+    methods = args.methods.split(',')
+    student, teacher, distillers = build(device, methods)
     hw = TINY_SIZE if args.tiny else PAPER_SIZE
     x, samples = image_batch(args.batch, hw, student.bbox_head.num_classes, device)
-    opt_s = torch.optim.SGD([p for p in student.parameters() if p.requires_grad], lr=1e-5)
-    opt_d = torch.optim.SGD([p for p in distiller.parameters() if p.requires_grad], lr=1e-5)
-
-    def student_step():
-        opt_s.zero_grad()
-        loss, _ = student.parse_losses(student.loss(x, samples))
-        loss.backward()
-        opt_s.step()
 
     @torch.no_grad()
     def teacher_forward():
         teacher.bbox_head(teacher.extract_feat(x))
 
-    def pgd_step():
-        opt_d.zero_grad()
-        loss, _ = distiller.parse_losses(distiller.loss(x, samples))
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f'non-finite PGD step loss {float(loss)}')
-        loss.backward()
-        opt_d.step()
-
-    t = timed(dict(student=student_step, teacher=teacher_forward, pgd=pgd_step),
-              args.repeats, sync)
-    ratio = t['pgd'] / (t['student'] + t['teacher'])
-    mem_s, mem_p = peak_memory(student_step, device, sync), peak_memory(pgd_step, device, sync)
-    fmt_mem = lambda m: 'n/a' if m is None else f'{m:.0f} MiB'   # noqa: E731
+    fns = dict(student=_train_step(student, x, samples), teacher=teacher_forward)
+    fns.update({m: _train_step(d, x, samples) for m, d in distillers.items()})
+    t = timed(fns, args.repeats, sync)
+    ops = {name: aten_op_count(fn) for name, fn in fns.items()}
     report.append(('input', f'{args.batch} x {hw[1]}x{hw[0]}, ATSS R101 -> R50 (random weights)'))
-    for name in ('student', 'teacher', 'pgd'):
-        report.append((f'{name} step' if name != 'teacher' else 'teacher forward',
-                       f'{t[name] * 1e3:.1f} ms'))
-    report.append(('t(pgd) / (t(student) + t(teacher))', f'{ratio:.3f}'))
-    report.append(('images/s student-only / PGD', f'{args.batch / t["student"]:.2f} / '
-                   f'{args.batch / t["pgd"]:.2f}'))
-    report.append(('peak memory student / PGD step', f'{fmt_mem(mem_s)} / {fmt_mem(mem_p)}'))
+    report.append(('steps', 'time, t / (t(student) + t(teacher)), images/s, peak memory, '
+                   'ATen ops (a method\'s beyond student + teacher)'))
+    base = t['student'] + t['teacher']
+    for name, fn in fns.items():
+        mem = None if name == 'teacher' else peak_memory(fn, device, sync)
+        ratio = '-' if name in ('student', 'teacher') else f'{t[name] / base:.3f}'
+        ips = '-' if name == 'teacher' else f'{args.batch / t[name]:.2f}'
+        extra = (f'{ops[name]}' if name in ('student', 'teacher') else
+                 f'{ops[name]} ({ops[name] - ops["student"] - ops["teacher"]:+d})')
+        report.append((f'  {name}', f'{t[name] * 1e3:8.1f} ms  {ratio:>5}  {ips:>6} img/s  '
+                       f'{"n/a" if mem is None else f"{mem:.0f} MiB":>9}  {extra}'))
     try:
-        busy = {name: device_busy(fn, device, sync) for name, fn in (('student', student_step),
-                                                                     ('pgd', pgd_step))}
-        report.append(('GPU kernels / wall per step, launches', 'n/a' if busy['pgd'] is None
+        busy = {name: device_busy(fns[name], device, sync) for name in ['student'] + methods}
+        report.append(('GPU kernels / wall per step, launches', 'n/a' if busy['student'] is None
                        else '; '.join(f'{n} {k:.0f} / {w:.0f} ms, {c}'
                                       for n, (k, w, c) in busy.items())))
     except Exception as exc:          # a diagnostic: say why it is missing, keep the figures
         report.append(('GPU kernels / wall per step, launches', f'unavailable ({exc!r})'))
-    from op_count import aten_op_count
-    ops = {name: aten_op_count(fn) for name, fn in (('student', student_step),
-                                                   ('teacher', teacher_forward),
-                                                   ('pgd', pgd_step))}
-    report.append(('ATen ops student / teacher / PGD (extra)',
-                   f'{ops["student"]} / {ops["teacher"]} / {ops["pgd"]} '
-                   f'({ops["pgd"] - ops["student"] - ops["teacher"]:+d})'))
 
 
 def check_pgw(args, report):
@@ -248,6 +251,9 @@ def main(argv=None) -> int:
     p.add_argument('--device', default='cuda', help='cuda, cuda:N or cpu')
     p.add_argument('--tiny', action='store_true', help='small inputs (CPU smoke test)')
     p.add_argument('--batch', type=int, default=2, help='images per step (paper: 2 per GPU)')
+    p.add_argument('--methods', default=','.join(feature_method_names()),
+                   help='distillation methods to time (default: every feature method, '
+                   f'{",".join(feature_method_names())})')
     p.add_argument('--repeats', type=int, default=None,
                    help='timed rounds (default 10; 2 with --tiny)')
     args = p.parse_args(argv)

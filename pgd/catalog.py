@@ -120,6 +120,12 @@ def distill_method_names() -> Tuple[str, ...]:
     return tuple(m.name for m in METHODS if not m.teacher_free)
 
 
+def feature_method_names() -> Tuple[str, ...]:
+    """The competitors and PGD that imitate features in the teacher -> student distiller (the
+    methods whose step cost the benchmarks compare), in display order."""
+    return tuple(m.name for m in METHODS if m.engine == 'feature' and not m.control)
+
+
 def teacher_free_method_names() -> Tuple[str, ...]:
     return tuple(m.name for m in METHODS if m.teacher_free)
 

@@ -13,16 +13,19 @@ def load_script():
 
 @pytest.mark.slow
 def test_gpu_check_tiny_cpu_run(capsys):
-    rc = load_script().main(['--device', 'cpu', '--tiny'])
+    rc = load_script().main(['--device', 'cpu', '--tiny', '--methods', 'pgd,frs'])
     out = capsys.readouterr().out
     assert rc == 0, out
     assert 'ATSS R101 -> R50' in out
-    for key in ('t(pgd) / (t(student) + t(teacher))', 'images/s student-only / PGD',
-                'peak memory student / PGD step', 'all_then_mask', 'inside',
-                'ATen ops student / teacher / PGD (extra)'):
-        assert key in out, key
-    ratio = float(out.split('t(pgd) / (t(student) + t(teacher))')[1].split()[0])
-    assert 0.5 < ratio < 5.0
+    rows = {line.split()[0]: line.split()[1:] for line in out.splitlines()
+            if line.startswith('    ')}
+    assert list(rows) == ['student', 'teacher', 'pgd', 'frs']
+    for method in ('pgd', 'frs'):      # ms, ratio, images/s, peak, ATen ops (+extra)
+        ms, _, ratio, ips, _, peak, ops, extra = rows[method]
+        assert 0.5 < float(ratio) < 5.0 and float(ips) > 0 and peak == 'n/a'
+        assert int(extra.strip('()')) == int(ops) - int(rows['student'][6]) - int(
+            rows['teacher'][6])
+        assert int(extra.strip('()')) > 0
     pgw_line = next(line for line in out.splitlines() if 'PGW masks vs per-GT loop' in line)
     assert pgw_line.split()[-4:] == ['all_then_mask', '==,', 'inside', '=='], pgw_line
 
