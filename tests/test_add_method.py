@@ -80,6 +80,7 @@ def test_a_toy_method_added_from_fixtures_trains_a_step(toy_method, tmp_path):
     # the catalog
     assert catalog.setting_label('toy') == 'Toy'
     assert catalog.method('toy').engine == 'feature' and 'toy' in catalog.distill_method_names()
+    assert 'toy' in catalog.feature_method_names()         # the benchmarks time it by default
 
     # --loss-options: its keys come from ToyLoss.__init__, values by the workflow schema
     assert known_options('toy') == {'loss_scale', 'loss_weight', 'num_levels'}
@@ -120,3 +121,10 @@ def test_a_method_without_a_catalog_entry_is_refused(toy_method, tmp_path, monke
     monkeypatch.setattr(catalog, 'METHODS', tuple(m for m in catalog.METHODS if m.name != 'toy'))
     with pytest.raises(UserError, match="method 'toy' has a config/distill/toy.py but no entry"):
         compose(tmp_path)
+
+
+def test_feature_methods_are_the_competitors_and_pgd():
+    """What the step benchmarks time by default: every feature-imitation method, not the
+    controls nor LD / LGD (their own engines)."""
+    from pgd import catalog
+    assert catalog.feature_method_names() == ('defeat', 'frs', 'fgfi', 'fkd', 'fgd', 'pgd')
