@@ -230,6 +230,12 @@ def main():
     args = ap.parse_args()
     if args.device.startswith('cuda') and not torch.cuda.is_available():
         ap.error(f'--device {args.device} but CUDA is not available')
+    from pgd.catalog import detector_names
+    for flag, given, known in (('--detectors', args.detectors, detector_names()),
+                               ('--methods', args.methods, feature_method_names())):
+        unknown = sorted(set(given.split(',')) - set(known))
+        if unknown:
+            ap.error(f'unknown {flag} {",".join(unknown)} (known: {",".join(known)})')
     if args.threads:
         torch.set_num_threads(args.threads)
     from mmengine.logging import MMLogger

@@ -258,6 +258,10 @@ def main(argv=None) -> int:
                    help='timed rounds (default 10; 2 with --tiny)')
     args = p.parse_args(argv)
     args.repeats = args.repeats or (2 if args.tiny else 10)
+    unknown = sorted(set(args.methods.split(',')) - set(feature_method_names()))
+    if unknown:
+        p.error(f'unknown --methods {",".join(unknown)} (feature methods: '
+                f'{",".join(feature_method_names())})')
     if args.device.startswith('cuda') and not torch.cuda.is_available():
         print(f'error: --device {args.device} but CUDA is not available '
               f'(use --device cpu --tiny for a CPU smoke run)', file=sys.stderr)

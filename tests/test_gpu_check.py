@@ -81,3 +81,11 @@ def test_device_busy_profiler_path_runs_without_cuda():
         lambda: torch.ones(1000).sum(), 'cuda', lambda: None)
     assert kernel_ms == 0 and launches == 0 and wall_ms > 0
     assert load_script().device_busy(lambda: None, 'cpu', lambda: None) is None
+
+
+def test_gpu_check_refuses_an_unknown_method_before_any_work(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        load_script().main(['--device', 'cpu', '--tiny', '--methods', 'pgd,pgdd'])
+    assert exit_info.value.code == 2
+    assert 'unknown --methods pgdd (feature methods: defeat,frs,fgfi,fkd,fgd,pgd)' in \
+        capsys.readouterr().err
