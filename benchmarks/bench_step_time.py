@@ -44,18 +44,17 @@ from pgd.catalog import feature_method_names
 TARGET_RATIO = 1.05
 
 
-def build_models(det: str, methods=('pgd', ), device: str = 'cpu'):
-    """The stand-alone student and teacher, and one distiller per method sharing their
+def build_models(s_model: dict, t_model: dict, det: str, methods=('pgd', ),
+                 device: str = 'cpu'):
+    """From student / teacher model configs: the stand-alone student and teacher, and one
+    distiller per method (its ``config/distill/<method>.py`` losses for ``det``) sharing their
     weights (so every step sees the same predictions), on ``device``."""
     from mmdet.registry import MODELS
 
-    from pgd.engine.config_utils import load_config
     from pgd.engine.distill import load_method, method_losses
-    _, s_cfg = load_config(f'mini/{det}_r18_student')
-    _, t_cfg = load_config(f'mini/{det}_r34_teacher')
     torch.manual_seed(0)
-    student = MODELS.build(copy.deepcopy(s_cfg.model))
-    teacher = MODELS.build(copy.deepcopy(t_cfg.model))
+    student = MODELS.build(copy.deepcopy(s_model))
+    teacher = MODELS.build(copy.deepcopy(t_model))
     student.init_weights()
     teacher.init_weights()
     student.to(device).train()
@@ -63,14 +62,23 @@ def build_models(det: str, methods=('pgd', ), device: str = 'cpu'):
     distillers = {}
     for method in methods:
         losses = method_losses(load_method(method), det, None)
-        distiller = MODELS.build(dict(type='TeacherStudentDistiller', student=s_cfg.model,
-                                      teacher=t_cfg.model, distill_losses=losses,
+        distiller = MODELS.build(dict(type='TeacherStudentDistiller', student=s_model,
+                                      teacher=t_model, distill_losses=losses,
                                       init_student_from_teacher=False))
         distiller.student.load_state_dict(student.state_dict())
         distiller.teacher.load_state_dict(teacher.state_dict())
         distiller.to(device).train()
         distillers[method] = distiller
     return student, teacher, distillers
+
+
+def mini_models(det: str):
+    """The model configs of the mini student ``<det>_r18_student`` and teacher
+    ``<det>_r34_teacher``."""
+    from pgd.engine.config_utils import load_config
+    _, s_cfg = load_config(f'mini/{det}_r18_student')
+    _, t_cfg = load_config(f'mini/{det}_r34_teacher')
+    return s_cfg.model, t_cfg.model
 
 
 def random_batch(batch: int, size: int, num_classes: int, seed: int = 0, device: str = 'cpu'):
@@ -129,10 +137,14 @@ def step_ratios(wall: dict, cpu: dict, method: str = 'pgd'):
     return ratios(wall), ratios(cpu)
 
 
-def _train_step(model, opt, x, samples):
+def _train_step(model, opt, x, samples, check_finite: bool = False):
+    """One train step of ``model`` on (x, samples); ``check_finite``: raise on a non-finite
+    loss (a host sync per step)."""
     def step():
         opt.zero_grad()
         loss, _ = model.parse_losses(model.loss(x, samples))
+        if check_finite and not torch.isfinite(loss):
+            raise FloatingPointError(f'non-finite step loss {float(loss)}')
         loss.backward()
         opt.step()
     return step
@@ -169,7 +181,7 @@ def _pgd_parts(distiller, x, samples):
 
 def bench_detector(det: str, args):
     methods = args.methods.split(',')
-    student, teacher, distillers = build_models(det, methods, args.device)
+    student, teacher, distillers = build_models(*mini_models(det), det, methods, args.device)
     x, samples = random_batch(args.batch, args.size, student.bbox_head.num_classes,
                               device=args.device)
     params = lambda m: [p for p in m.parameters() if p.requires_grad]  # noqa: E731

@@ -59,32 +59,15 @@ def _drop_pretrained(model_cfg):
 
 
 def build(device, methods=('pgd', )):
-    """The stand-alone student and teacher, and one distiller per method sharing their weights
-    (so every step sees the same predictions), on ``device``."""
-    from mmdet.registry import MODELS
+    """The paper-scale ATSS student and teacher (random weights) and one distiller per method,
+    as :func:`bench_step_time.build_models` builds them."""
+    from bench_step_time import build_models
 
     from pgd.engine.config_utils import load_config
-    from pgd.engine.distill import load_method, method_losses
     _, s_cfg = load_config('paper/atss_r50_student')
     _, t_cfg = load_config('paper/atss_r101_teacher')
-    s_model, t_model = _drop_pretrained(s_cfg.model), _drop_pretrained(t_cfg.model)
-    torch.manual_seed(0)
-    student = MODELS.build(copy.deepcopy(s_model))
-    teacher = MODELS.build(copy.deepcopy(t_model))
-    student.init_weights()
-    teacher.init_weights()
-    distillers = {}
-    for method in methods:
-        distiller = MODELS.build(dict(type='TeacherStudentDistiller', student=s_model,
-                                      teacher=t_model, init_student_from_teacher=False,
-                                      distill_losses=method_losses(load_method(method), 'atss',
-                                                                   None)))
-        distiller.student.load_state_dict(student.state_dict())
-        distiller.teacher.load_state_dict(teacher.state_dict())
-        distillers[method] = distiller.to(device).train()
-    student.to(device).train()
-    teacher.to(device).eval()
-    return student, teacher, distillers
+    return build_models(_drop_pretrained(s_cfg.model), _drop_pretrained(t_cfg.model), 'atss',
+                        methods, device)
 
 
 def image_batch(num, hw, num_classes, device, seed=0):
@@ -118,20 +101,10 @@ def sync_for(device):
 
 
 def timed(fns, repeats, sync):
-    """Median wall seconds per function; every round runs all of them, in rotating order."""
-    names = list(fns)
-    wall = {n: [] for n in names}
-    for name in names:                                   # warm-up: allocator, cudnn autotune
-        fns[name]()
-        fns[name]()
-    sync()
-    for r in range(repeats):
-        for name in names[r % len(names):] + names[:r % len(names)]:
-            sync()
-            t0 = time.perf_counter()
-            fns[name]()
-            sync()
-            wall[name].append(time.perf_counter() - t0)
+    """Median wall seconds per function over :func:`bench_step_time.interleaved` rounds (all
+    of them per round, in rotating order, after two warm-up calls: allocator, cudnn)."""
+    from bench_step_time import interleaved
+    wall, _ = interleaved(fns, repeats, sync)
     return {n: statistics.median(v) for n, v in wall.items()}
 
 
@@ -169,20 +142,8 @@ def device_busy(fn, device, sync, calls=3):
     return kernel_us / 1e3 / calls, wall * 1e3 / calls, launches // calls
 
 
-def _train_step(model, x, samples):
-    opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=1e-5)
-
-    def step():
-        opt.zero_grad()
-        loss, _ = model.parse_losses(model.loss(x, samples))
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f'non-finite step loss {float(loss)}')
-        loss.backward()
-        opt.step()
-    return step
-
-
 def check_step(args, report):
+    from bench_step_time import _train_step
     from op_count import aten_op_count
     device, sync = args.device, sync_for(args.device)
     methods = args.methods.split(',')
@@ -194,8 +155,12 @@ def check_step(args, report):
     def teacher_forward():
         teacher.bbox_head(teacher.extract_feat(x))
 
-    fns = dict(student=_train_step(student, x, samples), teacher=teacher_forward)
-    fns.update({m: _train_step(d, x, samples) for m, d in distillers.items()})
+    def train_step(model):
+        opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=1e-5)
+        return _train_step(model, opt, x, samples, check_finite=True)
+
+    fns = dict(student=train_step(student), teacher=teacher_forward)
+    fns.update({m: train_step(d) for m, d in distillers.items()})
     t = timed(fns, args.repeats, sync)
     ops = {name: aten_op_count(fn) for name, fn in fns.items()}
     report.append(('input', f'{args.batch} x {hw[1]}x{hw[0]}, ATSS R101 -> R50 (random weights)'))

@@ -143,11 +143,9 @@ def decode_head_outputs(head, outs: Sequence[Sequence[Tensor]]) -> DecodedPredic
             dist.append(head.integral(flat).reshape(b, -1, 1, 4) * strides[lvl])
         boxes = _distance_to_box(points, torch.cat(dist, 1))
     else:  # point heads
-        dist = torch.cat([_per_location(r.float(), 4) for r in bbox_preds], 1)
+        dist = [_per_location(r.float(), 4) for r in bbox_preds]
         if kind == 'FCOSHead' and head.norm_on_bbox and head.training:
-            stride_of = torch.cat([points.new_full((h * w, 1, 1), float(s))
-                                   for (h, w), s in zip(level_sizes, strides)])
-            dist = dist * stride_of
-        boxes = _distance_to_box(priors, dist)
+            dist = [d * s for d, s in zip(dist, strides)]
+        boxes = _distance_to_box(priors, torch.cat(dist, 1))
     return DecodedPredictions(cls_prob=cls_prob, boxes=boxes, points=points,
                               level_sizes=level_sizes, strides=strides)
