@@ -43,7 +43,6 @@ import os
 import resource
 import statistics
 import sys
-import time
 
 import numpy as np
 import torch
@@ -55,6 +54,7 @@ from pgd.distill.pgw import pgw_masks
 # prepended) so that nothing in tests/ can shadow an installed module.
 sys.path.append(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'tests'))
 from pgw_reference import pgw_loop_torch_multi, pgw_reference  # noqa: E402
+from timing import interleaved  # noqa: E402
 
 TARGET_SPEEDUP = 30.0   # issue target: >= 30x the per-GT torch loop, >= 15x the NumPy loop
 STRIDES = (8, 16, 32, 64, 128)
@@ -117,25 +117,6 @@ def compare(masks, refs) -> str:
         if nonzero.any():
             rel = max(rel, float((gap[nonzero] / r[nonzero].abs()).max()))
     return f'!= ({sel} selections differ, {vals} values differ, max rel {rel:.1e})'
-
-
-def interleaved(fns: dict, repeats: int, sync) -> dict:
-    """Per function: (median wall s, median process-CPU s); every round runs all of them, in
-    rotating order."""
-    names = list(fns)
-    wall = {n: [] for n in names}
-    cpu = {n: [] for n in names}
-    for name in names:  # warm-up
-        fns[name]()
-    sync()
-    for r in range(repeats):
-        for name in names[r % len(names):] + names[:r % len(names)]:
-            c0, t0 = time.process_time(), time.perf_counter()
-            fns[name]()
-            sync()
-            wall[name].append(time.perf_counter() - t0)
-            cpu[name].append(time.process_time() - c0)
-    return {n: (statistics.median(wall[n]), statistics.median(cpu[n])) for n in names}
 
 
 def main():
@@ -218,7 +199,8 @@ def main():
                         checks.append(f'{fn} {compare(fns[fn](), cpu_ref)} {rule} loop on cpu')
             load0 = os.getloadavg()[0]
             flt0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-            t = interleaved(fns, args.repeats, sync)
+            wall, cpu = interleaved(fns, args.repeats, sync, warmups=1)
+            t = {n: (statistics.median(wall[n]), statistics.median(cpu[n])) for n in fns}
             flt = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - flt0
             load1 = os.getloadavg()[0]
             print(f'\nthreads={torch.get_num_threads()} A={num_anchors}: B=8, G=30, N={n}, '

@@ -41,6 +41,7 @@ import warnings
 import torch
 
 from pgd.catalog import feature_method_names
+from timing import interleaved
 
 TARGET_RATIO = 1.05
 
@@ -103,26 +104,6 @@ def random_batch(batch: int, size: int, num_classes: int, seed: int = 0, device:
         ds.gt_instances = inst
         samples.append(ds.to(device))
     return x.to(device), samples
-
-
-def interleaved(fns: dict, repeats: int, sync=lambda: None):
-    """Per function: lists of (wall s, process CPU s) per round; every round runs every
-    function once, in rotating order; ``sync`` waits for a device's queued work."""
-    names = list(fns)
-    wall = {n: [] for n in names}
-    cpu = {n: [] for n in names}
-    for name in names:  # warm-up (twice: first-call allocations, lazy imports)
-        fns[name]()
-        fns[name]()
-    sync()
-    for r in range(repeats):
-        for name in names[r % len(names):] + names[:r % len(names)]:
-            c0, t0 = time.process_time(), time.perf_counter()
-            fns[name]()
-            sync()
-            wall[name].append(time.perf_counter() - t0)
-            cpu[name].append(time.process_time() - c0)
-    return wall, cpu
 
 
 def step_ratios(wall: dict, cpu: dict, method: str = 'pgd'):

@@ -101,9 +101,9 @@ def sync_for(device):
 
 
 def timed(fns, repeats, sync):
-    """Median wall seconds per function over :func:`bench_step_time.interleaved` rounds (all
+    """Median wall seconds per function over :func:`timing.interleaved` rounds (all
     of them per round, in rotating order, after two warm-up calls: allocator, cudnn)."""
-    from bench_step_time import interleaved
+    from timing import interleaved
     wall, _ = interleaved(fns, repeats, sync)
     return {n: statistics.median(v) for n, v in wall.items()}
 

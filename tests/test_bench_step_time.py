@@ -91,3 +91,28 @@ def test_unknown_method_is_refused_in_one_line(bench, monkeypatch, capsys):
         bench.main()
     assert exc.value.code == 2
     assert 'unknown --methods nosuch' in capsys.readouterr().err
+
+
+def _run_json(path, scale, commit='abc', repeats=4):
+    import json
+    rounds = [scale * c for c in (1.0, 1.1, 0.9, 1.05)][:repeats]
+    path.write_text(json.dumps(dict(
+        benchmark='bench_step_time', git_commit=commit, torch='2.x', threads=1,
+        args=dict(methods='pgd', detectors='atss', repeats=repeats, json=str(path), batch=8),
+        detectors=dict(atss=dict(wall_s=dict(student=[0.5 * r for r in rounds],
+                                             teacher=[0.4 * r for r in rounds],
+                                             pgd=[0.927 * r for r in rounds]))))))
+    return str(path)
+
+
+def test_pooled_runs_keep_every_round_and_refuse_mixed_set_ups(tmp_path, capsys):
+    pool = load_benchmark('pool_step_runs')
+    a = _run_json(tmp_path / 'a.json', 1.0)
+    b = _run_json(tmp_path / 'b.json', 1.2)
+    pool.main([a, b])
+    out = capsys.readouterr().out
+    # 8 rounds, each with ratio 0.927 / 0.9 = 1.030, whatever the load of its run
+    assert re.search(r'atss\s+pgd\s+8 rounds\s+1\.030 \[1\.030, 1\.030\]\s+MEETS', out), out
+    c = _run_json(tmp_path / 'c.json', 1.0, commit='def')
+    with pytest.raises(SystemExit, match='differ'):
+        pool.main([a, c])

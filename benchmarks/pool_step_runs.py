@@ -1,0 +1,66 @@
+"""Pool the rounds of several ``bench_step_time.py --json`` runs and print each method's ratio
+``t(method) / (t(student) + t(teacher))`` with its 95 % bootstrap interval over all of them.
+
+One run on a shared machine measures the ratio to a few per cent (its interval is printed); the
+rounds of runs made with the same code, arguments and machine can be pooled (the pairing within
+a round is kept: rounds are resampled as wholes), which narrows the interval as more rounds come
+in. Runs whose commit, arguments (other than ``--repeats`` / ``--json``) or torch differ are
+refused rather than mixed.
+
+    python benchmarks/pool_step_runs.py run1.json run2.json [...]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from bench_step_time import TARGET_RATIO, ratio_interval, verdict  # noqa: E402
+
+#: arguments that may differ between pooled runs
+_FREE_ARGS = ('repeats', 'json')
+
+
+def _signature(run: dict) -> tuple:
+    args = {k: v for k, v in run['args'].items() if k not in _FREE_ARGS}
+    return run['git_commit'], run['torch'], run['threads'], json.dumps(args, sort_keys=True)
+
+
+def pool(runs: list) -> dict:
+    """detector -> function -> wall seconds of every round of every run."""
+    if len({_signature(r) for r in runs}) > 1:
+        raise SystemExit('pool_step_runs: the runs differ in commit, torch, threads or '
+                         'arguments; pool only runs of the same code and set-up')
+    pooled = {}
+    for run in runs:
+        for det, data in run['detectors'].items():
+            per_fn = pooled.setdefault(det, {})
+            for name, values in data['wall_s'].items():
+                per_fn.setdefault(name, []).extend(values)
+    return pooled
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    ap.add_argument('runs', nargs='+', help='JSON files of bench_step_time.py --json')
+    args = ap.parse_args(argv)
+    runs = [json.loads(open(path).read()) for path in args.runs]
+    pooled = pool(runs)
+    methods = [m for m in runs[0]['args']['methods'].split(',')]
+    print(f'{len(runs)} runs pooled; ratio of medians [95 % bootstrap interval]; PGD target <= '
+          f'{TARGET_RATIO:.2f}')
+    for det, per_fn in pooled.items():
+        for method in methods:
+            med = {n: statistics.median(per_fn[n]) for n in (method, 'student', 'teacher')}
+            ratio = med[method] / (med['student'] + med['teacher'])
+            interval = ratio_interval(per_fn, method)
+            judged = f'  {verdict(interval)}' if method == 'pgd' else ''
+            print(f'  {det:10s} {method:7s} {len(per_fn[method]):3d} rounds  {ratio:.3f} '
+                  f'[{interval[0]:.3f}, {interval[1]:.3f}]{judged}')
+
+
+if __name__ == '__main__':
+    main()
