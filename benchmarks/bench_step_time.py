@@ -244,15 +244,15 @@ def bench_detector(det: str, args):
     return det, ratios, t, rounds
 
 
-def write_json(path: str, args, results) -> None:
+def write_json(path: str, args, results, commit: str) -> None:
     """Every round's timings (s), the ratios with their intervals, the load and the code's
-    commit, for analyses the printed medians do not allow (pooling runs, other estimators)."""
+    commit (taken when the run started), for analyses the printed medians do not allow
+    (pooling runs, other estimators)."""
     import platform
 
     from pgd.io import atomic_write_json
-    from pgd.provenance import git_commit
     atomic_write_json(path, dict(
-        benchmark='bench_step_time', args=vars(args), git_commit=git_commit(),
+        benchmark='bench_step_time', args=vars(args), git_commit=commit,
         torch=torch.__version__, threads=torch.get_num_threads(), cpus=os.cpu_count(),
         machine=platform.processor() or platform.machine(),
         time=time.strftime('%Y-%m-%dT%H:%M:%S%z'),
@@ -290,6 +290,8 @@ def main():
     print(f'device={args.device} torch={torch.__version__} threads={torch.get_num_threads()} '
           f'cpus={os.cpu_count()} '
           f'loadavg={os.getloadavg()} repeats={args.repeats} (medians, interleaved)')
+    from pgd.provenance import git_commit
+    commit = git_commit()      # the code measured, before anyone edits the checkout meanwhile
     results = [bench_detector(det, args) for det in args.detectors.split(',')]
     print('\nsummary: t(method step) / (t(student step) + t(teacher forward)), ratio of '
           'medians [95 % bootstrap interval over rounds]; PGD target <= '
@@ -305,7 +307,7 @@ def main():
                   f'{t["pgd_loss_fwd_bwd"][0] * 1e3:.1f} ms, student step '
                   f'{t["student"][0] * 1e3:.0f} ms, teacher fwd {t["teacher"][0] * 1e3:.0f} ms')
     if args.json:
-        write_json(args.json, args, results)
+        write_json(args.json, args, results, commit)
         print(f'\nevery round\'s timings: {args.json}')
 
 

@@ -1,5 +1,6 @@
 """bench_step_time: the bootstrap interval its verdict rests on, and a tiny end-to-end run."""
 import re
+from pathlib import Path
 
 import pytest
 
@@ -114,5 +115,11 @@ def test_pooled_runs_keep_every_round_and_refuse_mixed_set_ups(tmp_path, capsys)
     # 8 rounds, each with ratio 0.927 / 0.9 = 1.030, whatever the load of its run
     assert re.search(r'atss\s+pgd\s+8 rounds\s+1\.030 \[1\.030, 1\.030\]\s+MEETS', out), out
     c = _run_json(tmp_path / 'c.json', 1.0, commit='def')
-    with pytest.raises(SystemExit, match='differ'):
+    with pytest.raises(SystemExit, match='differ in commit'):
         pool.main([a, c])
+    pool.main([a, c, '--mixed-commits'])                 # the user vouches for the code
+    assert 'commits abc, def' in capsys.readouterr().out
+    d = tmp_path / 'd.json'
+    d.write_text(Path(c).read_text().replace('"batch": 8', '"batch": 4'))
+    with pytest.raises(SystemExit, match='differ in torch, threads or arguments'):
+        pool.main([a, str(d), '--mixed-commits'])
