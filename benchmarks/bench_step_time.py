@@ -18,8 +18,9 @@ It prints the medians and, per method, the ratio ``t(method) / (t(student) + t(t
 with a 95 % bootstrap interval over the rounds (PGD target <= 1.05: MEETS when the whole
 interval is below it, MISSES when all of it is above, UNDECIDED otherwise), plus, on a
 ``DistillBatch`` captured from the same step, the PGW-only time (both masks) and the PGD loss
-alone (forward, and forward + backward into detached student features), and the ATen operators each step dispatches (``op_count.py``: beyond the student
-step and teacher forward, what a method adds where a step is bound by the host, as on a GPU).
+alone (forward, and forward + backward into detached student features), and the ATen operators
+each step dispatches (``op_count.py``: beyond the student step and teacher forward, what a
+method adds where a step is bound by the host, as on a GPU).
 Wall-clock and process CPU time (user + system of all threads) are both reported; on
 a shared machine the CPU-time ratio is the less load-sensitive of the two. Nothing is asserted;
 last figures: benchmarks/README.md.
@@ -252,7 +253,8 @@ def write_json(path: str, args, results, commit: str) -> None:
 
     from pgd.io import atomic_write_json
     atomic_write_json(path, dict(
-        benchmark='bench_step_time', args=vars(args), git_commit=commit,
+        benchmark='bench_step_time', git_commit=commit,
+        args={k: v for k, v in vars(args).items() if k != 'json'},  # no machine path inside
         torch=torch.__version__, threads=torch.get_num_threads(), cpus=os.cpu_count(),
         machine=platform.processor() or platform.machine(),
         time=time.strftime('%Y-%m-%dT%H:%M:%S%z'),
