@@ -107,13 +107,18 @@ def random_batch(batch: int, size: int, num_classes: int, seed: int = 0, device:
     return x.to(device), samples
 
 
+def ratio_of_medians(d: dict, method: str = 'pgd') -> float:
+    """``med(d[method]) / (med(d['student']) + med(d['teacher']))`` of per-round seconds."""
+    med = {n: statistics.median(d[n]) for n in (method, 'student', 'teacher')}
+    return med[method] / (med['student'] + med['teacher'])
+
+
 def step_ratios(wall: dict, cpu: dict, method: str = 'pgd'):
     """Ratio of medians, and median of the per-round ratios (robust to load drifting between
     rounds), for wall and CPU time, of ``method``'s step against student step + teacher
     forward."""
     def ratios(d):
-        med = {n: statistics.median(v) for n, v in d.items()}
-        of_medians = med[method] / (med['student'] + med['teacher'])
+        of_medians = ratio_of_medians(d, method)
         per_round = statistics.median(
             p / (s + t) for p, s, t in zip(d[method], d['student'], d['teacher']))
         return of_medians, per_round

@@ -15,11 +15,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench_step_time import TARGET_RATIO, ratio_interval, verdict  # noqa: E402
+from bench_step_time import TARGET_RATIO, ratio_interval, ratio_of_medians, verdict  # noqa: E402
 
 #: arguments that may differ between pooled runs
 _FREE_ARGS = ('repeats', 'json')
@@ -62,8 +61,7 @@ def main(argv=None):
           f'medians [95 % bootstrap interval]; PGD target <= {TARGET_RATIO:.2f}')
     for det, per_fn in pooled.items():
         for method in methods:
-            med = {n: statistics.median(per_fn[n]) for n in (method, 'student', 'teacher')}
-            ratio = med[method] / (med['student'] + med['teacher'])
+            ratio = ratio_of_medians(per_fn, method)
             interval = ratio_interval(per_fn, method)
             judged = f'  {verdict(interval)}' if method == 'pgd' else ''
             print(f'  {det:10s} {method:7s} {len(per_fn[method]):3d} rounds  {ratio:.3f} '
